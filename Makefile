@@ -1,0 +1,33 @@
+# Two commands on a fresh machine with only Python: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint dev bench clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m tiktok_organic_dagster.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+dev: $(STAMP)
+	$(BIN)/python -m tiktok_organic_dagster.dev
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) data .dagster_home .tmp_dagster_home_*

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tiktok_organic_dagster",
+    version="0.1.0",
+    description="Keeps a TikTok account's organic data (profile, videos, counters) in Delta Lake with Dagster.",
+    packages=find_packages(exclude=["tiktok_organic_dagster_tests", "benchmarks"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "dagster==1.13.*",
+        "dagster-webserver==1.13.*",
+        "requests>=2.31",
+        "pandas>=2.2",
+        "deltalake[pandas,pyarrow]>=1.6,<1.7",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "responses>=0.25",
+            "moto[server]>=5.1",
+            "boto3>=1.34",
+            "ruff>=0.6",
+            "dagster-dg-cli==1.13.*",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "tiktok-organic-authorize=tiktok_organic_dagster.authorize:main",
+            "tiktok-organic-sandbox=tiktok_organic_dagster.sandbox:main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""Keep a TikTok account's organic data in Delta Lake with Dagster."""

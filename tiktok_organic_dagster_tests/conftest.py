@@ -1,0 +1,6 @@
+"""Shared fixtures live in fixtures_* modules, one per area, so owners do not collide."""
+
+pytest_plugins = [
+    "tiktok_organic_dagster_tests.fixtures_sandbox",
+    "tiktok_organic_dagster_tests.fixtures_s3",
+]
