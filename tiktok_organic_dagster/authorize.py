@@ -1,0 +1,149 @@
+"""``tiktok-organic-authorize``: one-time OAuth consent that seeds the token store.
+
+Prints TikTok's authorize URL, reads the redirect URL (or bare code) you paste back, checks ``state``,
+exchanges the code and writes the token store entry (0600). Tokens are never printed; the client secret
+is read from ``TIKTOK_CLIENT_SECRET`` only (no CLI flag, so it stays out of shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tiktok_organic_dagster.tiktok_client import DEFAULT_API_BASE_URL, TikTokClient
+from tiktok_organic_dagster.tiktok_errors import TikTokError, redact
+from tiktok_organic_dagster.token_store import default_store_path
+
+AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
+DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "user.info.stats", "video.list")
+
+
+def build_authorize_url(client_key: str, redirect_uri: str, state: str,
+                        scopes: Sequence[str] = DEFAULT_SCOPES, authorize_url: str = AUTHORIZE_URL) -> str:
+    """TikTok consent URL; scopes comma-separated (kept literal for readability)."""
+    query = urlencode({"client_key": client_key, "scope": ",".join(scopes), "response_type": "code",
+                       "redirect_uri": redirect_uri, "state": state}, safe=",")
+    return f"{authorize_url}?{query}"
+
+
+def parse_pasted(text: str, expected_state: str) -> str:
+    """Return the authorization code from a pasted redirect URL (state verified) or a bare code."""
+    text = text.strip()
+    if not text:
+        raise ValueError("nothing pasted: expected the redirect URL or the code")
+    if "://" in text or text.startswith("?") or "code=" in text or "error=" in text:
+        query = urlsplit(text).query if "://" in text else text.lstrip("?")
+        params = parse_qs(query)
+        if "error" in params:
+            desc = params.get("error_description", [""])[0]
+            raise ValueError(f"TikTok denied the authorization: {params['error'][0]} {desc}".strip())
+        if params.get("state", [None])[0] != expected_state:
+            raise ValueError("state mismatch: the pasted URL does not belong to this authorization attempt "
+                             "(possible CSRF or a stale URL); start again")
+        code = params.get("code", [""])[0]
+        if not code:
+            raise ValueError("the pasted URL has no code parameter")
+        return code
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tiktok-organic-authorize",
+        description="Authorize the TikTok app for an account and write the refresh token to the token store. "
+                    "The client secret is read from TIKTOK_CLIENT_SECRET.",
+    )
+    p.add_argument("--client-id", default=os.environ.get("TIKTOK_CLIENT_ID"),
+                   help="TikTok client key (default: $TIKTOK_CLIENT_ID)")
+    p.add_argument("--redirect-uri", required=True, help="redirect URI registered for the app (exact match)")
+    p.add_argument("--api-base-url", default=os.environ.get("TIKTOK_API_BASE_URL", DEFAULT_API_BASE_URL),
+                   help="API host for the token exchange (default: $TIKTOK_API_BASE_URL or %(default)s)")
+    p.add_argument("--authorize-url", default=AUTHORIZE_URL, help=argparse.SUPPRESS)
+    p.add_argument("--token-store", default=None,
+                   help="token store file (default: $TIKTOK_TOKEN_STORE, "
+                        "$DAGSTER_HOME/tiktok_token_store.json, ./.tiktok_tokens.json)")
+    p.add_argument("--key", default="tiktok_organic", help="token store entry (one per account/source)")
+    p.add_argument("--refresh-token-env", default="TIKTOK_REFRESH_TOKEN",
+                   help="env var the source reads its refresh token from (for the instructions printed)")
+    p.add_argument("--scopes", default=",".join(DEFAULT_SCOPES), help="comma-separated scopes to request")
+    p.add_argument("--code", default=None, help="authorization code (skips the prompt and the state check)")
+    p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+         stdout: TextIO | None = None) -> int:
+    """Console entry point; returns the process exit code (0 ok, 1 failure, 2 usage)."""
+    args = _parser().parse_args(argv)
+    out = stdout or sys.stdout
+    inp = stdin or sys.stdin
+    secret = os.environ.get("TIKTOK_CLIENT_SECRET", "")
+    if not args.client_id:
+        print("error: no client key; pass --client-id or set TIKTOK_CLIENT_ID", file=sys.stderr)
+        return 2
+    if not secret:
+        print("error: set TIKTOK_CLIENT_SECRET in the environment (it is never accepted as a flag)",
+              file=sys.stderr)
+        return 2
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    store_path = default_store_path(args.token_store)
+    state = secrets.token_urlsafe(24)
+    print("1. Open this URL, log in to TikTok and approve the app:\n", file=out)
+    print("   " + build_authorize_url(args.client_id, args.redirect_uri, state, scopes, args.authorize_url),
+          file=out)
+    try:
+        if args.code:
+            code = args.code
+        else:
+            print("\n2. Paste the full URL you were redirected to (or just the code), then press Enter:",
+                  file=out, flush=True)
+            code = parse_pasted(inp.readline(), state)
+    except ValueError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+
+    # The client does the exchange: same retries, redaction and store writing as the runtime path.
+    client = TikTokClient(client_id=args.client_id, client_secret=secret,
+                          refresh_token=os.environ.get(args.refresh_token_env, ""),
+                          api_base_url=args.api_base_url, token_store_path=str(store_path),
+                          token_store_key=args.key, request_timeout_seconds=args.timeout, max_retries=2)
+    try:
+        entry = client.exchange_authorization_code(code, args.redirect_uri)
+    except TikTokError as exc:
+        print(f"error: token exchange failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+    granted = set(entry.scopes)
+    missing = [s for s in scopes if granted and s not in granted]
+    days = (entry.refresh_expires_at - time.time()) / 86400 if entry.refresh_expires_at else None
+    print(f"\nAuthorized. Token store entry '{args.key}' written to {store_path} (mode 0600).", file=out)
+    print(f"   open_id: {entry.open_id or 'unknown'}; granted scopes: {', '.join(entry.scopes) or 'unknown'}"
+          + (f"; refresh token valid for {days:.0f} days" if days is not None else ""), file=out)
+    if missing:
+        print(f"   WARNING: not granted: {', '.join(missing)} — streams needing them will fail with "
+              "MissingScopeError.", file=out)
+    env_set = bool(os.environ.get(args.refresh_token_env))
+    print("\nNext steps:", file=out)
+    print(f"   - Leave {args.refresh_token_env} unset or empty: the client reads the refresh token from this "
+          "store entry and keeps it rotated there.", file=out)
+    if env_set:
+        print(f"     ({args.refresh_token_env} is set in this shell; its current value is recorded as "
+              "superseded, but a different stale value elsewhere would override the store: unset it there.)",
+              file=out)
+    if args.token_store or os.environ.get("TIKTOK_TOKEN_STORE") is None:
+        print(f"   - Make the runs use the same file: export TIKTOK_TOKEN_STORE={store_path}", file=out)
+    print("   - Keep the file private (it holds the tokens); re-run this command when TikTok asks to "
+          "re-authorize.", file=out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

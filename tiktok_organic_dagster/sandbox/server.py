@@ -1,0 +1,320 @@
+"""HTTP front of the sandbox: a keep-alive ThreadingHTTPServer plus the public ``SandboxServer`` API.
+
+Per-request overhead is kept small for benchmarks: HTTP/1.1 keep-alive, TCP_NODELAY, headers and body
+written in one send, no per-request logging. ``stop()`` also cuts open keep-alive connections, so a
+stopped sandbox really refuses traffic; ``start()`` again rebinds the same port with the same state.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import socket
+import threading
+from dataclasses import asdict, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from .api import Response, SandboxApi, new_log_id
+from .config import USER_FIELD_SCOPES, VIDEO_FIELDS, Faults, SandboxConfig
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.request, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.request, add=False)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: per-request stderr logging would dominate benchmark timings."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        owner = self.server.owner
+        try:
+            if self.path.startswith("/_sandbox/"):
+                resp = owner._admin(method, self.path, body)
+            else:
+                resp = owner.api.handle(method, self.path, self.headers, body)
+        except Exception as exc:  # never kill the connection thread on a sandbox bug; answer 500
+            payload = {
+                "data": {},
+                "error": {"code": "internal_error", "message": type(exc).__name__, "log_id": new_log_id()},
+            }
+            resp = Response(500, json.dumps(payload).encode())
+        self._send(resp)
+
+    def _send(self, resp: Response) -> None:
+        head = [
+            f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Error')}",
+            f"Content-Type: {resp.content_type}",
+            f"Content-Length: {len(resp.body)}",
+        ]
+        head += [f"{k}: {v}" for k, v in resp.headers]
+        if self.close_connection:
+            head.append("Connection: close")
+        try:
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
+        except OSError:  # client gave up (e.g. read timeout during a stall)
+            self.close_connection = True
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], owner: SandboxServer) -> None:
+        self.owner = owner
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def drop_connections(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class SandboxServer:
+    """Local TikTok Open API v2 simulator (OAuth token/revoke, user/info, video/list, video/query).
+
+    Token, data and admin endpoints all live under ``base_url``. See ``Faults`` for fault semantics.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        config = config or SandboxConfig()
+        self.host, self._port = host, port
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        self.client_id = "sbx" + "".join(random.Random(config.seed).choices(alphabet, k=13))  # per seed
+        self.client_secret = secrets.token_urlsafe(24)
+        self.initial_refresh_token = "rft.sandbox" + secrets.token_hex(20)
+        self.api = SandboxApi(config, self.client_id, self.client_secret, self.initial_refresh_token)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> SandboxConfig:
+        return self.api.config
+
+    @config.setter
+    def config(self, value: SandboxConfig) -> None:
+        self.api.config = value
+
+    @property
+    def port(self) -> int:
+        if not self._port:
+            raise RuntimeError("SandboxServer has not been started yet")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    def start(self) -> SandboxServer:
+        """Bind (same port as before after a stop) and serve in a daemon thread; idempotent."""
+        if self._httpd is None:
+            self._httpd = _HTTPServer((self.host, self._port), self)
+            self._port = self._httpd.server_address[1]
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"tiktok-sandbox-{self._port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut keep-alive connections: clients then see connection refused/reset."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.drop_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---- tokens ------------------------------------------------------------------------------------
+    def issue_authorization_code(
+        self, redirect_uri: str | None = None, code_challenge: str | None = None
+    ) -> str:
+        """A single-use code (10 min). If redirect_uri/code_challenge (hex SHA-256) are given, the exchange
+        must match them, as TikTok requires."""
+        with self.api.lock:
+            return self.api.tokens.issue_code(redirect_uri, code_challenge)
+
+    def current_refresh_token(self) -> str | None:
+        with self.api.lock:
+            return self.api.tokens.current_refresh_token()
+
+    def revoke_all_tokens(self) -> None:
+        with self.api.lock:
+            self.api.tokens.revoke_all()
+
+    def expire_access_tokens(self) -> None:
+        with self.api.lock:
+            self.api.tokens.expire_access()
+
+    def expire_refresh_tokens(self) -> None:
+        """Every refresh token now gets invalid_grant (simulates the 365/180-day deadline passing)."""
+        with self.api.lock:
+            self.api.tokens.expire_refresh()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the faults and restart the global every-Nth counter (and short-page state)."""
+        with self.api.lock:
+            self.api.config.faults = faults
+            self.api.reset_faults()
+
+    # ---- ground truth and mutations -------------------------------------------------------------
+    def videos(self) -> list[dict[str, Any]]:
+        """Exactly what the API returns with every field requested, newest first."""
+        with self.api.lock:
+            acc = self.api.account
+            return acc.render(acc.all_videos(), VIDEO_FIELDS, self.config.extra_fields)
+
+    def user(self) -> dict[str, Any]:
+        with self.api.lock:
+            return self.api.account.user(USER_FIELD_SCOPES)
+
+    def add_videos(self, n: int, create_time: int | None = None) -> list[dict[str, Any]]:
+        """n new public videos at unique seconds >= max(now, newest+1) (or from create_time, skipping taken
+        seconds); returns them with all fields, newest first."""
+        with self.api.lock:
+            acc = self.api.account
+            added = acc.add(n, create_time)
+            return acc.render(
+                sorted(added, key=lambda v: -v.create_time), VIDEO_FIELDS, self.config.extra_fields
+            )
+
+    def delete_video(self, video_id: str) -> None:
+        """Remove a public video (KeyError if unknown); list/query stop returning it."""
+        with self.api.lock:
+            self.api.account.delete(video_id)
+
+    def bump_counters(self, video_ids: list[str] | None = None, fraction: float = 0.1) -> list[str]:
+        """Grow views/likes/comments/shares of the given ids (KeyError if unknown) or of a seeded random
+        fraction (at least one video when fraction > 0); returns the changed ids."""
+        with self.api.lock:
+            return self.api.account.bump(video_ids, fraction)
+
+    # ---- accounting --------------------------------------------------------------------------------
+    def request_counts(self) -> dict[str, int]:
+        """Keys oauth_token, user_info, video_list, video_query (always), oauth_revoke (once used)."""
+        with self.api.lock:
+            return dict(self.api.request_counts)
+
+    def status_counts(self) -> dict[int, int]:
+        with self.api.lock:
+            return dict(self.api.status_counts)
+
+    def reset_counts(self) -> None:
+        self.api.reset_counts()
+
+    def state(self) -> dict[str, Any]:
+        """Non-secret snapshot (GET /_sandbox/state)."""
+        with self.api.lock:
+            acc = self.api.account
+            return {
+                "base_url": self.base_url if self._port else None,
+                "client_id": self.client_id,
+                "video_count": len(acc),
+                "likes_count": acc.user(["likes_count"])["likes_count"],
+                "newest_create_time": acc.newest_create_time,
+                "oldest_create_time": acc.oldest_create_time,
+                "request_counts": dict(self.api.request_counts),
+                "status_counts": {str(k): v for k, v in self.api.status_counts.items()},
+                "faults": asdict(self.config.faults),
+                "granted_scopes": list(self.config.granted_scopes),
+            }
+
+    # ---- admin HTTP --------------------------------------------------------------------------------
+    def _admin(self, method: str, target: str, body: bytes) -> Response:
+        path = target.partition("?")[0].rstrip("/")
+        try:
+            payload = json.loads(body) if body.strip() else {}
+            if not isinstance(payload, dict):
+                raise ValueError("body must be a JSON object")
+            if method == "GET" and path == "/_sandbox/state":
+                result: dict[str, Any] = self.state()
+            elif method == "POST" and path == "/_sandbox/add_videos":
+                added = self.add_videos(int(payload.get("count", 1)), payload.get("create_time"))
+                result = {"added": [v["id"] for v in added], "video_count": len(self.api.account)}
+            elif method == "POST" and path == "/_sandbox/bump_counters":
+                result = {
+                    "changed": self.bump_counters(
+                        payload.get("video_ids"), float(payload.get("fraction", 0.1))
+                    )
+                }
+            elif method == "POST" and path == "/_sandbox/delete_video":
+                self.delete_video(str(payload["id"]))
+                result = {"deleted": str(payload["id"]), "video_count": len(self.api.account)}
+            elif method == "POST" and path == "/_sandbox/faults":
+                known = {f.name for f in fields(Faults)}
+                self.set_faults(Faults(**{k: v for k, v in payload.items() if k in known}))
+                result = {"faults": asdict(self.config.faults)}
+            elif method == "POST" and path == "/_sandbox/reset_counts":
+                self.reset_counts()
+                result = {"ok": True}
+            else:
+                return Response(
+                    404, json.dumps({"error": f"unknown admin endpoint {method} {path}"}).encode()
+                )
+        except KeyError as exc:
+            return Response(404, json.dumps({"error": f"unknown or missing key: {exc}"}).encode())
+        except (ValueError, TypeError) as exc:
+            return Response(400, json.dumps({"error": str(exc)}).encode())
+        return Response(200, json.dumps(result).encode())

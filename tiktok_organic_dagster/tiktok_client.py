@@ -1,0 +1,471 @@
+"""TikTok Open API v2 client as a Dagster resource: OAuth refresh with a persistent token store, retries,
+a client-side rate budget, and the three Display API endpoints (user/info, video/list, video/query).
+
+Works inside Dagster (``setup_for_execution``/``teardown_after_execution``) and directly (state is built
+lazily on first call), so tests and scripts can do ``TikTokClient(client_id=..., ...).user_info([...])``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import dagster as dg
+import requests
+from pydantic import Field, PrivateAttr
+from requests.adapters import HTTPAdapter
+
+from tiktok_organic_dagster.rate_budget import RateBudget
+from tiktok_organic_dagster.tiktok_errors import (
+    AUTH_INVALID,
+    CursorStuckError,
+    MissingScopeError,
+    RateLimitedError,
+    Retry,
+    TikTokApiError,
+    TikTokError,
+    TikTokTransportError,
+    classify_data_response,
+    classify_token_response,
+    client_logger,
+    give_up,
+    redact,
+    register_secret,
+)
+from tiktok_organic_dagster.token_store import (
+    TokenEntry,
+    TokenManager,
+    TokenStore,
+    default_store_path,
+    entry_from_token_response,
+    hash_token,
+)
+
+logger = client_logger()
+
+DEFAULT_API_BASE_URL = "https://open.tiktokapis.com"
+PATHS = {"oauth_token": "/v2/oauth/token/", "user_info": "/v2/user/info/",
+         "video_list": "/v2/video/list/", "video_query": "/v2/video/query/"}
+DATA_ENDPOINTS = ("user_info", "video_list", "video_query")
+USER_FIELD_SCOPES: dict[str, str] = {
+    **dict.fromkeys(("open_id", "union_id", "avatar_url", "avatar_url_100", "avatar_large_url",
+                     "display_name"), "user.info.basic"),
+    **dict.fromkeys(("bio_description", "profile_deep_link", "is_verified", "username"), "user.info.profile"),
+    **dict.fromkeys(("follower_count", "following_count", "likes_count", "video_count"), "user.info.stats"),
+}
+VIDEO_SCOPE = "video.list"
+QUERY_BATCH = 20
+MAX_STUCK_PAGES = 3
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """video/query outcome: videos in request order, and the requested ids the API silently dropped."""
+
+    videos: list[dict]
+    missing_ids: list[str]
+
+    @property
+    def by_id(self) -> dict[str, dict]:
+        return {v["id"]: v for v in self.videos}
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """Snapshot of request accounting; ``requests`` is keyed by endpoint (incl. ``oauth_token``)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    refreshes: int = 0
+    total_requests: int = 0
+
+
+class _Counters:
+    """Thread-safe mutable counters behind :class:`ClientStats`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[str, int] = dict.fromkeys((*DATA_ENDPOINTS, "oauth_token"), 0)
+        self.pages = self.retries = self.rate_limited = self.refreshes = 0
+
+    def snapshot(self) -> ClientStats:
+        with self.lock:
+            return ClientStats(dict(self.requests), self.pages, self.retries, self.rate_limited,
+                               self.refreshes, sum(self.requests.values()))
+
+
+class _Runtime:
+    """Per-instance state built on first use: session, budgets, token manager, counters."""
+
+    def __init__(self, client: TikTokClient) -> None:
+        self.session = requests.Session()
+        pool = max(client.query_parallelism, 1) + 2
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.base = client.api_base_url.rstrip("/")
+        self.timeout = client.request_timeout_seconds
+        self.counters = _Counters()
+        # Pad the window by min(1 s, 10%): we stamp at send time, the server counts at arrival, and
+        # latency jitter between two requests a window apart would otherwise still trip its limit.
+        window = client.rate_window_seconds + min(1.0, 0.1 * client.rate_window_seconds)
+        self.budgets = {ep: RateBudget(client.requests_per_minute, window) for ep in DATA_ENDPOINTS}
+        self.store = TokenStore(default_store_path(client.token_store_path))
+        self.tokens = TokenManager(self.store, client.token_store_key, client.refresh_token,
+                                   client._post_token, env_var=client.refresh_token_env,
+                                   on_refresh=client._count_refresh)
+        self.headers_for: tuple[str, dict[str, str]] = ("", {})
+
+
+_init_lock = threading.Lock()
+
+
+class TikTokClient(dg.ConfigurableResource):
+    """TikTok Open API v2 client (Login Kit refresh + Display API) for one account/source.
+
+    The refresh token is taken from the token store entry ``token_store_key`` unless ``refresh_token``
+    (from ``TIKTOK_REFRESH_TOKEN``) holds a *new* token; leave it empty when ``tiktok-organic-authorize``
+    wrote the store entry. Store path: ``token_store_path`` -> ``$TIKTOK_TOKEN_STORE`` ->
+    ``$DAGSTER_HOME/tiktok_token_store.json`` -> ``./.tiktok_tokens.json``.
+    """
+
+    client_id: str
+    client_secret: str = Field(repr=False)
+    refresh_token: str = Field(default="", repr=False)
+    refresh_token_env: str = "TIKTOK_REFRESH_TOKEN"
+    api_base_url: str = DEFAULT_API_BASE_URL
+    token_store_path: str | None = None
+    token_store_key: str = "tiktok_organic"
+    request_timeout_seconds: float = 30.0
+    max_retries: int = 5
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    max_retry_after_seconds: float = 300.0
+    requests_per_minute: int = 600
+    rate_window_seconds: float = 60.0
+    query_parallelism: int = 4
+
+    _runtime: _Runtime | None = PrivateAttr(default=None)
+    _dagster_log: Any = PrivateAttr(default=None)
+
+    # ----------------------------------------------------------------- lifecycle
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._dagster_log = getattr(context, "log", None)
+        self._rt()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session (pooled connections); the client re-creates state if used again."""
+        rt, self._runtime = self._runtime, None
+        if rt is not None:
+            rt.session.close()
+
+    def _rt(self) -> _Runtime:
+        rt = self._runtime
+        if rt is None:
+            with _init_lock:
+                rt = self._runtime
+                if rt is None:
+                    register_secret(self.client_secret)
+                    rt = self._runtime = _Runtime(self)
+        return rt
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def stats(self) -> ClientStats:
+        return self._rt().counters.snapshot()
+
+    def user_info(self, fields: Sequence[str]) -> dict:
+        """``data.user`` for the authorized account, only the requested fields."""
+        data = self._data_call("user_info", "GET", self._url("user_info", fields), None, fields)
+        user = data.get("user")
+        if not isinstance(user, dict):
+            raise TikTokApiError("invalid_response", "user/info response without data.user")
+        return user
+
+    def iter_video_pages(
+        self, fields: Sequence[str], *, stop: Callable[[list[dict]], bool] | None = None, max_count: int = 20
+    ) -> Iterator[list[dict]]:
+        """Yield each video/list page's *new* videos (ids as str, deduped across pages, empty pages skipped).
+
+        Pages until ``has_more`` is false — short or empty pages never end the listing — or until
+        ``stop(page)`` returns True (that page is still yielded). ``id`` is always requested. A cursor that
+        does not move (without new videos) more than a few times raises :class:`CursorStuckError`.
+        """
+        fields = list(fields) if "id" in fields else ["id", *fields]
+        url = self._url("video_list", fields)
+        max_count = min(max(int(max_count), 1), 20)
+        counters = self._rt().counters
+        seen: set[str] = set()
+        seen_cursors: set[int] = set()
+        cursor: int | None = None
+        stuck = 0
+        while True:
+            body: dict[str, int] = {"max_count": max_count}
+            if cursor is not None:
+                body["cursor"] = cursor
+            data = self._data_call("video_list", "POST", url, body, fields)
+            with counters.lock:
+                counters.pages += 1
+            page: list[dict] = []
+            for video in data.get("videos") or ():
+                raw_id = video.get("id") if isinstance(video, dict) else None
+                if raw_id is None:
+                    logger.warning("video/list returned an item without id; skipped")
+                    continue
+                vid = raw_id if isinstance(raw_id, str) else str(raw_id)
+                if vid in seen:
+                    continue
+                seen.add(vid)
+                video["id"] = vid
+                page.append(video)
+            has_more = bool(data.get("has_more"))
+            next_cursor = _parse_cursor(data.get("cursor")) if has_more else None
+            if page:
+                yield page
+                if stop is not None and stop(page):
+                    return
+            if not has_more:
+                return
+            if not page and (next_cursor == cursor or next_cursor in seen_cursors):
+                stuck += 1
+                if stuck >= MAX_STUCK_PAGES:
+                    raise CursorStuckError(next_cursor, stuck)  # type: ignore[arg-type]
+            else:
+                stuck = 0
+            seen_cursors.add(next_cursor)  # type: ignore[arg-type]
+            cursor = next_cursor
+
+    def query_videos(self, video_ids: Sequence[str], fields: Sequence[str]) -> QueryResult:
+        """Fetch known videos by id (batches of <= 20, ``query_parallelism`` in parallel, own rate budget)."""
+        ids = list(dict.fromkeys(str(i) for i in video_ids))
+        if not ids:
+            return QueryResult([], [])
+        fields = list(fields) if "id" in fields else ["id", *fields]
+        url = self._url("video_query", fields)
+        batches = [ids[i:i + QUERY_BATCH] for i in range(0, len(ids), QUERY_BATCH)]
+
+        def run(batch: list[str]) -> list[dict]:
+            data = self._data_call("video_query", "POST", url, {"filters": {"video_ids": batch}}, fields)
+            return [v for v in data.get("videos") or () if isinstance(v, dict)]
+
+        workers = min(max(self.query_parallelism, 1), len(batches))
+        if workers == 1:
+            results = [run(b) for b in batches]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiktok-query") as pool:
+                futures = [pool.submit(run, b) for b in batches]
+                try:
+                    results = [f.result() for f in futures]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        wanted = set(ids)
+        found: dict[str, dict] = {}
+        for videos in results:
+            for video in videos:
+                vid = str(video.get("id"))
+                if vid in wanted and vid not in found:
+                    video["id"] = vid
+                    found[vid] = video
+        return QueryResult([found[i] for i in ids if i in found], [i for i in ids if i not in found])
+
+    def refresh_token_days_left(self) -> float | None:
+        """Days until the refresh token expires (from ``refresh_expires_in``); None if unknown. No request."""
+        entry = self._rt().tokens.entry()
+        if entry is None or entry.refresh_expires_at is None:
+            return None
+        return (entry.refresh_expires_at - time.time()) / 86400.0
+
+    def open_id(self) -> str:
+        """The authorized account's ``open_id`` (from the token response; user/info if it was not there)."""
+        rt = self._rt()
+        rt.tokens.access_token()
+        entry = rt.tokens.entry()
+        if entry is not None and entry.open_id:
+            return entry.open_id
+        return str(self.user_info(["open_id"])["open_id"])
+
+    def granted_scopes(self) -> list[str] | None:
+        """Scopes granted to the stored token, if known (no request)."""
+        entry = self._rt().tokens.entry()
+        return list(entry.scopes) if entry is not None and entry.scopes else None
+
+    def exchange_authorization_code(self, code: str, redirect_uri: str) -> TokenEntry:
+        """Trade an authorization code for tokens and write them to the store (used by the authorize CLI).
+
+        The entry remembers the hash of the currently configured ``refresh_token`` (if any) as superseded,
+        so a stale value left in the environment does not override the new grant.
+        """
+        rt = self._rt()
+        register_secret(code)
+        body = self._post_token({"grant_type": "authorization_code", "code": code,
+                                 "redirect_uri": redirect_uri})
+        descends = hash_token(self.refresh_token) if self.refresh_token else None
+        entry = entry_from_token_response(body, now=time.time(), descends_from=descends)
+        with rt.store.locked():
+            rt.store.put(self.token_store_key, entry)
+        return entry
+
+    # ----------------------------------------------------------------- internals
+    def _url(self, endpoint: str, fields: Sequence[str]) -> str:
+        # Literal commas: percent-encoded commas are reported to break user/info (reference §6 Q1).
+        return f"{self._rt().base}{PATHS[endpoint]}?fields={','.join(quote(f, safe='') for f in fields)}"
+
+    def _count_refresh(self) -> None:
+        counters = self._rt().counters
+        with counters.lock:
+            counters.refreshes += 1
+        self._forward(logging.INFO, f"TikTok access token refreshed for '{self.token_store_key}'")
+
+    def _forward(self, level: int, message: str) -> None:
+        """Mirror a (rare) client event into the Dagster run log when running under Dagster."""
+        log = self._dagster_log
+        if log is not None:
+            try:
+                log.log(level, redact(message))
+            except Exception:  # never let logging break a sync
+                pass
+
+    def _send(self, rt: _Runtime, endpoint: str, method: str, url: str,
+              **kwargs: Any) -> requests.Response | Retry:
+        counters = rt.counters
+        with counters.lock:
+            counters.requests[endpoint] += 1
+        try:
+            return rt.session.request(method, url, timeout=rt.timeout, **kwargs)
+        except requests.Timeout as exc:
+            return Retry("transport", f"timeout ({type(exc).__name__}: {redact(str(exc))})")
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            return Retry("transport", f"connection error ({type(exc).__name__}: {redact(str(exc))})")
+        except requests.RequestException as exc:
+            raise TikTokTransportError(f"{endpoint}: request failed ({type(exc).__name__}: "
+                                       f"{redact(str(exc))})") from None
+
+    def _data_call(self, endpoint: str, method: str, url: str, body: dict | None,
+                   fields: Sequence[str]) -> dict:
+        rt = self._rt()
+        tokens = rt.tokens
+        budget = rt.budgets[endpoint]
+        token = tokens.access_token()
+        refreshed = False
+        attempt = 0
+        while True:
+            cached_token, headers = rt.headers_for
+            if cached_token != token:
+                headers = {"Authorization": f"Bearer {token}"}
+                rt.headers_for = (token, headers)
+            budget.acquire()
+            resp = self._send(rt, endpoint, method, url, json=body, headers=headers)
+            result = resp if isinstance(resp, Retry) else classify_data_response(resp)
+            if isinstance(result, dict):
+                return result
+            if result is AUTH_INVALID:
+                if refreshed:
+                    raise TikTokApiError("access_token_invalid",
+                                         f"{endpoint}: access token rejected again right after a refresh",
+                                         status=getattr(resp, "status_code", None))
+                refreshed = True
+                logger.info("TikTok %s: access_token_invalid; refreshing once and repeating", endpoint)
+                token = tokens.invalidate(token)
+                continue
+            if isinstance(result, tuple) and result[0] == "scope":
+                raise self._scope_error(endpoint, fields, result[1])
+            if isinstance(result, TikTokError):
+                raise result
+            assert isinstance(result, Retry)
+            self._before_retry(rt, endpoint, result, attempt, budget)
+            attempt += 1
+            token = tokens.access_token()
+
+    def _post_token(self, form: dict[str, str]) -> Mapping[str, Any]:
+        """POST /v2/oauth/token/ (form-encoded), retried on 429/5xx/network; invalid_grant fails at once."""
+        rt = self._rt()
+        payload = {"client_key": self.client_id, "client_secret": self.client_secret, **form}
+        url = rt.base + PATHS["oauth_token"]
+        headers = {"Cache-Control": "no-cache"}
+        attempt = 0
+        while True:
+            resp = self._send(rt, "oauth_token", "POST", url, data=payload, headers=headers)
+            if isinstance(resp, Retry):
+                result: Any = resp
+            else:
+                result = classify_token_response(resp, self.refresh_token_env)
+            if isinstance(result, dict):
+                return result
+            if isinstance(result, TikTokError):
+                raise result
+            assert isinstance(result, Retry)
+            self._before_retry(rt, "oauth_token", result, attempt, None)
+            attempt += 1
+
+    def _before_retry(self, rt: _Runtime, endpoint: str, retry: Retry, attempt: int,
+                      budget: RateBudget | None) -> None:
+        """Raise if out of retries / told to wait too long; otherwise count, log and sleep."""
+        counters = rt.counters
+        if retry.kind == "rate":
+            with counters.lock:
+                counters.rate_limited += 1
+        if retry.retry_after is not None and retry.retry_after > self.max_retry_after_seconds:
+            raise RateLimitedError(
+                f"{endpoint}: server asked to wait {retry.retry_after:.0f}s (Retry-After), more than "
+                f"max_retry_after_seconds={self.max_retry_after_seconds:.0f}; try again later",
+                retry_after=retry.retry_after, log_id=retry.log_id, status=retry.status)
+        if attempt >= self.max_retries:
+            raise give_up(endpoint, retry, attempt + 1)
+        if retry.retry_after is not None:
+            delay = retry.retry_after
+            if budget is not None and retry.kind == "rate":
+                budget.pause(delay)  # hold the other threads of this endpoint too
+        else:
+            cap = min(self.backoff_max_seconds, self.backoff_base_seconds * 2**attempt)
+            delay = random.uniform(0.0, cap)  # full jitter
+        with counters.lock:
+            counters.retries += 1
+        status = f"HTTP {retry.status}" if retry.status else "no response"
+        logger.warning("TikTok %s: %s (%s); retry %d/%d in %.2fs", endpoint, retry.message, status,
+                       attempt + 1, self.max_retries, delay)
+        if retry.kind == "rate":
+            self._forward(logging.WARNING, f"TikTok {endpoint} rate limited; retrying in {delay:.1f}s")
+        time.sleep(delay)
+
+    def _scope_error(self, endpoint: str, fields: Sequence[str], err: TikTokApiError) -> MissingScopeError:
+        if endpoint == "user_info":
+            needed = {f: USER_FIELD_SCOPES[f] for f in fields if f in USER_FIELD_SCOPES}
+        else:
+            needed = dict.fromkeys(fields, VIDEO_SCOPE)
+        required = list(dict.fromkeys(needed.values())) or [VIDEO_SCOPE if endpoint != "user_info"
+                                                              else "user.info.basic"]
+        granted = set(self.granted_scopes() or ())
+        missing = [s for s in required if s not in granted] or required
+        # Most specific first: basic is rarely the one missing when profile/stats fields were asked for.
+        missing.sort(key=lambda s: s == "user.info.basic")
+        cause_fields = tuple(f for f, s in needed.items() if s in missing)
+        return MissingScopeError(missing[0], scopes=tuple(missing), fields=cause_fields, code=err.code,
+                                 api_message=err.api_message, log_id=err.log_id, status=err.status)
+
+
+def _parse_cursor(value: Any) -> int:
+    if value is None or value == "":
+        raise TikTokApiError("invalid_response", "video/list says has_more but returned no cursor")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            raise TikTokApiError("invalid_response",
+                                 f"video/list returned a non-numeric cursor {value!r}") from None

@@ -1,0 +1,339 @@
+"""Token store (one JSON file, several accounts) and the token lifecycle that reads and writes it.
+
+TikTok rotates refresh tokens: once a refresh succeeds the old refresh token may stop working. The newest
+one therefore has to survive crashes and concurrent runs, so it is written (atomically, mode 0600, under an
+exclusive ``flock`` on a sidecar lock file) *before* the new access token is used.
+
+File layout (``version`` 1; times are Unix epoch seconds)::
+
+    {"version": 1,
+     "entries": {
+       "<token_store_key>": {
+         "refresh_token": "rft...", "refresh_expires_at": 1790000000.0,
+         "access_token": "act...", "access_expires_at": 1760086400.0, "access_refresh_after": 1760086340.0,
+         "scopes": ["user.info.basic", "video.list"], "open_id": "...",
+         "descends_from": "<sha256 hex of the TIKTOK_REFRESH_TOKEN value this lineage supersedes, or null>",
+         "updated_at": 1760000000.0}}}
+
+Default path: ``$TIKTOK_TOKEN_STORE``, else ``$DAGSTER_HOME/tiktok_token_store.json``, else
+``./.tiktok_tokens.json`` (see :func:`default_store_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tiktok_organic_dagster.tiktok_errors import (
+    ReauthorizationRequired,
+    TikTokApiError,
+    TokenStoreError,
+    client_logger,
+    register_secret,
+)
+
+STORE_VERSION = 1
+FILE_MODE = 0o600
+_ACCESS_MARGIN_SECONDS = 60.0
+_ACCESS_MARGIN_FRACTION = 0.10
+
+logger = client_logger()
+
+
+def default_store_path(configured: str | None = None) -> Path:
+    """Resolve the store path: explicit value, ``TIKTOK_TOKEN_STORE``, ``$DAGSTER_HOME``, then cwd."""
+    if configured:
+        return Path(configured).expanduser().absolute()
+    env = os.environ.get("TIKTOK_TOKEN_STORE")
+    if env:
+        return Path(env).expanduser().absolute()
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return Path(home).expanduser().absolute() / "tiktok_token_store.json"
+    return Path.cwd() / ".tiktok_tokens.json"
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex of a token: the store remembers *which* env token it descends from, not its value."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(repr=False)
+class TokenEntry:
+    """One account's tokens. ``repr`` never shows token values."""
+
+    refresh_token: str
+    refresh_expires_at: float | None = None
+    access_token: str | None = None
+    access_expires_at: float | None = None
+    access_refresh_after: float | None = None
+    scopes: list[str] = field(default_factory=list)
+    open_id: str | None = None
+    descends_from: str | None = None
+    updated_at: float = 0.0
+
+    def __repr__(self) -> str:
+        return (f"TokenEntry(open_id={self.open_id!r}, scopes={self.scopes!r}, access_expires_at="
+                f"{self.access_expires_at!r}, refresh_expires_at={self.refresh_expires_at!r})")
+
+    def access_fresh(self, now: float) -> bool:
+        """True if the access token can be used without refreshing first (missing expiry = until rejected)."""
+        if not self.access_token:
+            return False
+        return self.access_refresh_after is None or now < self.access_refresh_after
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> TokenEntry:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("refresh_token"), str):
+            raise ValueError("entry without refresh_token")
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["scopes"] = list(values.get("scopes") or [])
+        return cls(**values)
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def entry_from_token_response(
+    body: Mapping[str, Any], *, now: float, descends_from: str | None, previous: TokenEntry | None = None
+) -> TokenEntry:
+    """Build an entry from a successful ``/v2/oauth/token/`` body; lifetimes come from the response only."""
+    access = body.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise TikTokApiError("invalid_token_response", "token response without access_token")
+    refresh = body.get("refresh_token") or (previous.refresh_token if previous else None)
+    if not isinstance(refresh, str) or not refresh:
+        raise TikTokApiError("invalid_token_response", "token response without refresh_token")
+    register_secret(access)
+    register_secret(refresh)
+    expires_in = _float_or_none(body.get("expires_in"))
+    refresh_in = _float_or_none(body.get("refresh_expires_in"))
+    access_expires_at = refresh_after = None
+    if expires_in is not None:
+        access_expires_at = now + expires_in
+        refresh_after = access_expires_at - min(_ACCESS_MARGIN_SECONDS, _ACCESS_MARGIN_FRACTION * expires_in)
+    if refresh_in is not None:
+        refresh_expires_at: float | None = now + refresh_in
+    elif previous is not None and refresh == previous.refresh_token:
+        refresh_expires_at = previous.refresh_expires_at
+    else:
+        refresh_expires_at = None
+    scope = body.get("scope")
+    if isinstance(scope, str):
+        scopes = [s.strip() for s in scope.replace(" ", ",").split(",") if s.strip()]
+    elif previous is not None:
+        scopes = list(previous.scopes)
+    else:
+        scopes = []
+    open_id = body.get("open_id") or (previous.open_id if previous else None)
+    return TokenEntry(refresh_token=refresh, refresh_expires_at=refresh_expires_at, access_token=access,
+                      access_expires_at=access_expires_at, access_refresh_after=refresh_after, scopes=scopes,
+                      open_id=open_id, descends_from=descends_from, updated_at=now)
+
+
+class TokenStore:
+    """JSON file of entries keyed by ``token_store_key``; writes are atomic, file mode is kept at 0600."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive cross-process lock (flock on a sidecar file) around read-refresh-write."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def read_all(self) -> dict[str, TokenEntry]:
+        """All entries; a missing file is empty, a corrupt one raises TokenStoreError (never guessed over)."""
+        try:
+            with open(self.path, "rb") as fh:
+                if (os.fstat(fh.fileno()).st_mode & 0o777) != FILE_MODE:
+                    os.fchmod(fh.fileno(), FILE_MODE)
+                raw = fh.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise TokenStoreError(f"cannot read token store {self.path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw)
+            entries = doc["entries"]
+            out = {str(k): TokenEntry.from_json(v) for k, v in entries.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TokenStoreError(
+                f"token store {self.path} is not a valid token store file; fix or delete it and re-authorize"
+            ) from None
+        for entry in out.values():
+            register_secret(entry.refresh_token)
+            register_secret(entry.access_token)
+        return out
+
+    def get(self, key: str) -> TokenEntry | None:
+        return self.read_all().get(key)
+
+    def put(self, key: str, entry: TokenEntry) -> None:
+        """Insert/replace one entry, keeping the others. Call inside :meth:`locked` to avoid lost updates."""
+        entries = self.read_all()
+        entries[key] = entry
+        self._write({"version": STORE_VERSION, "entries": {k: e.to_json() for k, e in entries.items()}})
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        """Temp file in the same directory (created 0600) + fsync + os.replace + directory fsync."""
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # umask cannot widen it, but be explicit
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+class TokenManager:
+    """Hands out a valid access token, refreshing (and persisting the rotation) when needed.
+
+    Which refresh token to use: the store entry wins unless the configured (environment) refresh token is
+    *new* — its hash differs from the entry's ``descends_from`` and from the stored refresh token — in which
+    case the environment wins and starts a new lineage. An empty environment token means "use the store".
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        key: str,
+        env_refresh_token: str,
+        post_token: Callable[[dict[str, str]], Mapping[str, Any]],
+        *,
+        env_var: str = "TIKTOK_REFRESH_TOKEN",
+        clock: Callable[[], float] = time.time,
+        on_refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self._env_token = env_refresh_token or ""
+        self._env_hash = hash_token(self._env_token) if self._env_token else None
+        register_secret(self._env_token)
+        self._post_token = post_token
+        self._env_var = env_var
+        self._clock = clock
+        self._on_refresh = on_refresh
+        self._entry: TokenEntry | None = None
+        self._lock = threading.Lock()
+        self._env_won = False  # the env token is in use (no entry yet, or it replaced the entry)
+        self._env_over_store = False  # ... and it replaced an existing store entry
+
+    def access_token(self) -> str:
+        """A usable access token; the fast path is a single attribute check with no lock."""
+        entry = self._entry
+        if entry is not None and entry.access_fresh(self._clock()):
+            return entry.access_token  # type: ignore[return-value]
+        return self._obtain(rejected=None)
+
+    def invalidate(self, rejected: str) -> str:
+        """The API rejected ``rejected`` (access_token_invalid): refresh unless another thread/process did."""
+        return self._obtain(rejected=rejected)
+
+    def entry(self) -> TokenEntry | None:
+        """The entry in use, or the one that would be used (reads the store, never calls the network)."""
+        if self._entry is not None:
+            return self._entry
+        with contextlib.suppress(ReauthorizationRequired):
+            return self._choose(self.store.get(self.key))
+        return None
+
+    def _obtain(self, rejected: str | None) -> str:
+        with self._lock:
+            now = self._clock()
+            entry = self._entry
+            if entry is not None and entry.access_token != rejected and entry.access_fresh(now):
+                return entry.access_token  # type: ignore[return-value]
+            with self.store.locked():
+                # Re-read under the lock: another process may have refreshed while we waited.
+                candidate = self._choose(self.store.get(self.key))
+                now = self._clock()
+                if candidate.access_token != rejected and candidate.access_fresh(now):
+                    self._entry = candidate
+                    return candidate.access_token  # type: ignore[return-value]
+                fresh = self._refresh(candidate)
+                self.store.put(self.key, fresh)  # persist the rotation BEFORE the new access token is used
+                self._entry = fresh
+        if self._on_refresh is not None:
+            self._on_refresh()
+        logger.info("Refreshed TikTok access token for store entry '%s'; rotated refresh token persisted "
+                    "to %s", self.key, self.store.path)
+        return fresh.access_token  # type: ignore[return-value]
+
+    def _choose(self, stored: TokenEntry | None) -> TokenEntry:
+        self._env_won = self._env_over_store = False
+        env_hash = self._env_hash
+        if stored is None:
+            if not self._env_token:
+                raise ReauthorizationRequired(
+                    f"No TikTok refresh token: {self._env_var} is empty and the token store "
+                    f"{self.store.path} has no entry '{self.key}'.", env_var=self._env_var)
+            self._env_won = True
+            return TokenEntry(refresh_token=self._env_token, descends_from=env_hash)
+        if env_hash is None or env_hash == stored.descends_from:
+            return stored
+        if env_hash == hash_token(stored.refresh_token):
+            # The user copied the current stored token into the env: same lineage, remember it.
+            return replace(stored, descends_from=env_hash)
+        logger.info("%s holds a new refresh token (differs from the lineage of store entry '%s'); "
+                    "the environment wins and replaces the stored tokens", self._env_var, self.key)
+        self._env_won = self._env_over_store = True
+        return TokenEntry(refresh_token=self._env_token, descends_from=env_hash)
+
+    def _refresh(self, current: TokenEntry) -> TokenEntry:
+        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+        try:
+            body = self._post_token(form)
+        except ReauthorizationRequired as exc:
+            source = (f"the refresh token from {self._env_var}" if self._env_won
+                      else f"the refresh token in token store entry '{self.key}' ({self.store.path})")
+            hint = ""
+            if self._env_over_store:
+                hint = (f" If you re-authorized with tiktok-organic-authorize, unset {self._env_var} so the "
+                        "store entry is used.")
+            raise ReauthorizationRequired(f"TikTok rejected {source}: {exc.reason}.{hint}",
+                                          env_var=self._env_var) from None
+        return entry_from_token_response(body, now=self._clock(), descends_from=current.descends_from,
+                                         previous=current)
