@@ -127,7 +127,8 @@ def concat(tables: Iterable[pa.Table]) -> pa.Table | None:
 
 def history_rows(table: pa.Table, key: str, counters: Sequence[str], snapshot: datetime) -> pa.Table:
     """One row per key for today's snapshot: the counters read by this sync."""
-    cols = [c for c in (key, "open_id", *counters, "_synced_at") if c in table.column_names]
+    wanted = dict.fromkeys((key, "open_id", *counters, "_synced_at"))  # ordered, no duplicates
+    cols = [c for c in wanted if c in table.column_names]
     out = table.select(cols)
     date = pa.array([snapshot.date()] * out.num_rows, type=pa.date32())
     return out.add_column(1, "snapshot_date", date)

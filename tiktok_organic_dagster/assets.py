@@ -1,0 +1,213 @@
+"""The Dagster assets of one source: ``user_info`` and ``videos`` with their daily history tables.
+
+Each stream is one multi-asset (the table and its history come from the same API reads, so the history
+costs no extra request). Asset keys are the table's place in the catalog: ``[layer, folder, table]``.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pyarrow as pa
+from dagster._utils.schedules import cron_string_iterator
+from pydantic import Field
+
+from tiktok_organic_dagster.checks import blocking_check_specs
+from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+from tiktok_organic_dagster.settings import SourceSettings
+from tiktok_organic_dagster.streams import USER_COUNTERS, VIDEO_COUNTERS
+from tiktok_organic_dagster.sync import BatchCheckFailed, StreamResult, sync_user_info, sync_videos
+from tiktok_organic_dagster.tiktok_client import TikTokClient
+
+OWNERS = ["team:data-engineering"]
+SOURCE_TAG = "tiktok_organic/source"
+PREVIEW_COLUMNS = {
+    "videos": ["id", "create_time", "title", "view_count", "like_count", "comment_count", "share_count"],
+    "user_info": ["open_id", "username", "display_name", "follower_count", "likes_count", "video_count"],
+}
+
+
+class SyncConfig(dg.Config):
+    """Run config, editable in the launchpad or with ``--config-json``."""
+
+    full_refresh: bool = Field(
+        default=False, description="Force FULL_TABLE for this run: page everything and overwrite."
+    )
+    refresh_all_counters: bool | None = Field(
+        default=None,
+        description="videos INCREMENTAL only: also refresh counters of every known video older than the "
+        "look-back window via video/query. Unset = the source setting.",
+    )
+
+
+def client_key(source: SourceSettings) -> str:
+    return f"{source.name}_tiktok"
+
+
+def catalog_key(source: SourceSettings) -> str:
+    return f"{source.name}_delta"
+
+
+def pool_name(source: SourceSettings) -> str:
+    """One API pool per account: its steps share the account's rate budget, so they run one at a time."""
+    return f"tiktok_api_{source.name}"
+
+
+def cron_period(cron: str, timezone_name: str) -> timedelta:
+    """Longest gap between consecutive ticks over the next few weeks (irregular crons included)."""
+    ticks = cron_string_iterator(datetime.now(timezone.utc).timestamp(), cron, timezone_name)
+    times = [next(ticks) for _ in range(60)]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def freshness_policy(source: SourceSettings) -> dg.FreshnessPolicy:
+    """Fresh enough when updated within one trigger period plus a quarter of it (a slow or retried run)."""
+    period = cron_period(source.trigger.cron, source.trigger.timezone)
+    return dg.FreshnessPolicy.time_window(fail_window=period * 1.25, warn_window=period * 1.1)
+
+
+def _markdown_preview(table: pa.Table, columns: list[str], rows: int = 5) -> str:
+    cols = [c for c in columns if c in table.column_names]
+    head = table.select(cols).slice(0, rows).to_pylist()
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in head:
+        cells = [str(rec[c]).replace("|", "\\|").replace("\n", " ")[:60] for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _stats(client: TikTokClient) -> dict[str, int]:
+    s = client.stats
+    return {"requests": s.total_requests, "pages": s.pages, "retries": s.retries, "rate_limited": s.rate_limited,
+            "refreshes": s.refreshes}
+
+
+def _metadata(
+    result: StreamResult, catalog: DeltaCatalog, stream: str, before: Mapping[str, int], after: Mapping[str, int],
+    days_left: float | None,
+) -> dict[str, object]:
+    write = result.write
+    schema = catalog.schema(write.uri)
+    meta: dict[str, object] = {
+        "dagster/row_count": catalog.row_count(write.uri),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
+        ),
+        "dagster/uri": dg.MetadataValue.path(write.uri),
+        "delta_version": write.version,
+        "sync_type": result.sync_type.value,
+        "rows_synced": result.batch.num_rows,
+        "rows_inserted": write.inserted,
+        "rows_updated": write.updated,
+        "rows_deleted": write.deleted,
+        "rows_unchanged": write.unchanged,
+        "api_requests": after["requests"] - before["requests"],
+        "api_pages": after["pages"] - before["pages"],
+        "api_retries": after["retries"] - before["retries"],
+        "api_429s": after["rate_limited"] - before["rate_limited"],
+        "token_refreshes": after["refreshes"] - before["refreshes"],
+        "preview": dg.MetadataValue.md(_markdown_preview(result.batch, PREVIEW_COLUMNS[stream])),
+        **result.metadata,
+    }
+    if days_left is not None:
+        meta["refresh_token_days_left"] = round(days_left, 1)
+    return meta
+
+
+def _history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, object]:
+    hist = result.history
+    assert hist is not None
+    return {
+        "dagster/row_count": catalog.row_count(hist.uri),
+        "dagster/uri": dg.MetadataValue.path(hist.uri),
+        "delta_version": hist.version,
+        "snapshot_rows_written": hist.rows_written,
+        "snapshot_rows_inserted": hist.inserted,
+        "snapshot_rows_updated": hist.updated,
+    }
+
+
+def _specs(source: SourceSettings, stream: str, description: str, history_description: str) -> list[dg.AssetSpec]:
+    common = {
+        "group_name": source.name,
+        "kinds": {"tiktok", "deltalake"},
+        "owners": OWNERS,
+        "tags": {"source": source.name, "stream": stream},
+        "freshness_policy": freshness_policy(source),
+    }
+    sync_type = source.streams[stream].sync_type.value
+    return [
+        dg.AssetSpec(
+            source.asset_key_path(stream),
+            description=f"{description}\n\nSource `{source.name}`: {source.description}. Sync: {sync_type}.",
+            metadata={"sync_type": sync_type},
+            **common,
+        ),
+        dg.AssetSpec(source.asset_key_path(stream, "_history"), description=history_description, **common),
+    ]
+
+
+def build_stream_assets(source: SourceSettings) -> list[dg.AssetsDefinition]:
+    out: list[dg.AssetsDefinition] = []
+    ck, dk = client_key(source), catalog_key(source)
+    op_tags = {SOURCE_TAG: source.name}
+
+    if "user_info" in source.streams:
+        specs = _specs(
+            source, "user_info",
+            "The authorized TikTok account: profile and lifetime counters, one row keyed by `open_id`.",
+            "One row per account per day with the counters read that day (follower growth TikTok never "
+            "returns as history).",
+        )
+        key, user_history_key = specs[0].key, specs[1].key
+
+        @dg.multi_asset(name=f"{source.name}__user_info", specs=specs, required_resource_keys={ck, dk},
+                        check_specs=blocking_check_specs(key, "open_id", USER_COUNTERS),
+                        pool=pool_name(source), op_tags=op_tags)
+        def user_info_sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN201
+            client: TikTokClient = getattr(context.resources, ck)
+            catalog: DeltaCatalog = getattr(context.resources, dk)
+            before = _stats(client)
+            try:
+                result = sync_user_info(client, catalog, source, full_refresh=config.full_refresh,
+                                        run_id=context.run_id, asset_key=key)
+            except BatchCheckFailed as exc:
+                yield from exc.results
+                raise dg.Failure(str(exc), allow_retries=False) from None
+            meta = _metadata(result, catalog, "user_info", before, _stats(client), client.refresh_token_days_left())
+            yield dg.MaterializeResult(asset_key=key, metadata=meta, check_results=result.checks)
+            yield dg.MaterializeResult(asset_key=user_history_key, metadata=_history_metadata(result, catalog))
+
+        out.append(user_info_sync)
+
+    if "videos" in source.streams:
+        specs = _specs(
+            source, "videos",
+            "Every public video of the account with its counters, keyed by `id` (19-digit string). "
+            "INCREMENTAL merges new videos plus a look-back window of recent ones; FULL_TABLE mirrors the "
+            "source, so deleted videos disappear.",
+            "One row per video per day with the counters read that day (view curves).",
+        )
+        vkey, videos_history_key = specs[0].key, specs[1].key
+        refresh_default = source.streams["videos"].refresh_all_counters
+
+        @dg.multi_asset(name=f"{source.name}__videos", specs=specs, required_resource_keys={ck, dk},
+                        check_specs=blocking_check_specs(vkey, "id", VIDEO_COUNTERS),
+                        pool=pool_name(source), op_tags=op_tags)
+        def videos_sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN201
+            client: TikTokClient = getattr(context.resources, ck)
+            catalog: DeltaCatalog = getattr(context.resources, dk)
+            before = _stats(client)
+            refresh = refresh_default if config.refresh_all_counters is None else config.refresh_all_counters
+            try:
+                result = sync_videos(client, catalog, source, full_refresh=config.full_refresh,
+                                     refresh_all_counters=refresh, run_id=context.run_id, asset_key=vkey)
+            except BatchCheckFailed as exc:
+                yield from exc.results
+                raise dg.Failure(str(exc), allow_retries=False) from None
+            meta = _metadata(result, catalog, "videos", before, _stats(client), client.refresh_token_days_left())
+            yield dg.MaterializeResult(asset_key=vkey, metadata=meta, check_results=result.checks)
+            yield dg.MaterializeResult(asset_key=videos_history_key, metadata=_history_metadata(result, catalog))
+
+        out.append(videos_sync)
+    return out

@@ -1,0 +1,107 @@
+"""Data checks.
+
+The blocking checks (unique non-null keys, non-negative counters) run on the batch *before* it is committed:
+a failure stops the write, so the Delta table stays at its last good version — stronger than Dagster's
+blocking checks, which run after the data has landed. Their results are reported as Dagster asset-check
+evaluations. Checks that need history (counters going down, schema changes) run after the write.
+"""
+
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+
+UNIQUE_KEY_CHECK = "unique_non_null_key"
+NON_NEGATIVE_CHECK = "non_negative_counters"
+MONOTONIC_CHECK = "lifetime_counters_never_decrease"
+
+
+def blocking_check_specs(asset_key: dg.AssetKey, key: str, counters: Sequence[str]) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            UNIQUE_KEY_CHECK,
+            asset=asset_key,
+            blocking=True,
+            description=f"`{key}` is present and unique in every synced batch; checked before the commit.",
+        ),
+        dg.AssetCheckSpec(
+            NON_NEGATIVE_CHECK,
+            asset=asset_key,
+            blocking=True,
+            description=f"Counters {', '.join(counters)} are never negative; checked before the commit.",
+        ),
+    ]
+
+
+def check_batch(
+    asset_key: dg.AssetKey, table: pa.Table, key: str, counters: Sequence[str]
+) -> list[dg.AssetCheckResult]:
+    """Evaluate the blocking checks on the rows about to be written."""
+    keys = table.column(key)
+    nulls = keys.null_count
+    duplicates = table.num_rows - nulls - pc.count_distinct(keys, mode="only_valid").as_py()
+    negatives: dict[str, int] = {}
+    for col in counters:
+        if col in table.column_names:
+            negatives[col] = int(pc.sum(pc.less(table.column(col), 0)).as_py() or 0)
+    return [
+        dg.AssetCheckResult(
+            asset_key=asset_key,
+            check_name=UNIQUE_KEY_CHECK,
+            passed=nulls == 0 and duplicates == 0,
+            metadata={"rows_checked": table.num_rows, "null_keys": nulls, "duplicate_keys": duplicates},
+        ),
+        dg.AssetCheckResult(
+            asset_key=asset_key,
+            check_name=NON_NEGATIVE_CHECK,
+            passed=not any(negatives.values()),
+            metadata={"rows_checked": table.num_rows, **{f"negative_{c}": n for c, n in negatives.items()}},
+        ),
+    ]
+
+
+def count_decreases(history: pa.Table, key: str, counters: Sequence[str]) -> dict[str, int]:
+    """Per counter, how many keys read lower in their latest snapshot than in the one before."""
+    if history.num_rows == 0:
+        return {c: 0 for c in counters}
+    frame = history.select([key, "snapshot_date", *counters]).to_pandas()
+    frame = frame.sort_values([key, "snapshot_date"])
+    latest = frame.groupby(key).tail(2)
+    prev = latest.groupby(key).shift(1)
+    out: dict[str, int] = {}
+    for col in counters:
+        mask = prev[col].notna() & latest[col].notna() & (latest[col] < prev[col])
+        out[col] = int(mask.sum())
+    return out
+
+
+def build_monotonic_check(
+    history_key: dg.AssetKey, table_path: tuple[str, str, str], catalog_key: str, key: str, counters: Sequence[str]
+) -> dg.AssetChecksDefinition:
+    """Lifetime counters (views, likes, followers) only grow; a drop is worth a warning, not a failure."""
+
+    @dg.asset_check(
+        asset=history_key,
+        name=MONOTONIC_CHECK,
+        description="Lifetime counters never go down between the last two daily snapshots (warns).",
+        required_resource_keys={catalog_key},
+        blocking=False,
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        catalog: DeltaCatalog = getattr(context.resources, catalog_key)
+        uri = catalog.table_uri(*table_path)
+        if not catalog.exists(uri):
+            return dg.AssetCheckResult(passed=True, metadata={"note": "history table not created yet"})
+        history = catalog.read(uri, columns=[key, "snapshot_date", *counters])
+        drops = count_decreases(history, key, counters)
+        return dg.AssetCheckResult(
+            passed=not any(drops.values()),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={f"decreased_{c}": n for c, n in drops.items()},
+        )
+
+    return _check

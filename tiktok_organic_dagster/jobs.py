@@ -1,0 +1,72 @@
+"""Jobs and schedules of one source.
+
+``<source>_sync`` runs each stream with its configured sync type; ``<source>_full_sync`` forces FULL_TABLE.
+Both carry the run tag ``tiktok_organic/source=<source>``; the project's dagster.yaml limits that tag to one
+run at a time per value, so the regular and the full sync never write the same Delta tables at once.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tiktok_organic_dagster.assets import SOURCE_TAG, SyncConfig
+from tiktok_organic_dagster.settings import SourceSettings
+
+
+def sync_job_name(source: SourceSettings) -> str:
+    return f"{source.name}_sync"
+
+
+def full_sync_job_name(source: SourceSettings) -> str:
+    return f"{source.name}_full_sync"
+
+
+def _op_names(source: SourceSettings) -> list[str]:
+    return [f"{source.name}__{stream}" for stream in source.streams]
+
+
+def build_jobs(source: SourceSettings, assets: list[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
+    selection = dg.AssetSelection.assets(*assets)
+    tags = {SOURCE_TAG: source.name}
+    full_config = dg.RunConfig(ops={op: SyncConfig(full_refresh=True) for op in _op_names(source)})
+    return [
+        dg.define_asset_job(
+            sync_job_name(source),
+            selection=selection,
+            description=f"Sync TikTok source `{source.name}` with each stream's sync type.",
+            tags=tags,
+        ),
+        dg.define_asset_job(
+            full_sync_job_name(source),
+            selection=selection,
+            config=full_config,
+            description=f"Full sync of TikTok source `{source.name}`: every stream FULL_TABLE (deleted videos "
+            "leave the table).",
+            tags={**tags, "tiktok_organic/sync": "full"},
+        ),
+    ]
+
+
+def build_schedules(source: SourceSettings) -> list[dg.ScheduleDefinition]:
+    schedules = [
+        dg.ScheduleDefinition(
+            name=f"{sync_job_name(source)}_schedule",
+            job_name=sync_job_name(source),
+            cron_schedule=source.trigger.cron,
+            execution_timezone=source.trigger.timezone,
+            description=f"Regular sync trigger of `{source.name}`.",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        )
+    ]
+    if source.full_sync.enabled:
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=f"{full_sync_job_name(source)}_schedule",
+                job_name=full_sync_job_name(source),
+                cron_schedule=source.full_sync.cron,
+                execution_timezone=source.trigger.timezone,
+                description=f"Additional periodic full sync of `{source.name}`.",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            )
+        )
+    return schedules

@@ -1,0 +1,79 @@
+"""Catch-up sensor: a missed schedule tick or a failed full sync must not leave deleted videos around forever.
+
+The truth about the last full sync is the Delta commit history (each commit records its sync type), not the
+Dagster instance, which may be temporary or another deployment's. The cursor remembers which state a run was
+requested for, so one stale state yields one request; it asks again only after another full-sync period.
+"""
+
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from tiktok_organic_dagster.assets import catalog_key, cron_period
+from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+from tiktok_organic_dagster.jobs import full_sync_job_name
+from tiktok_organic_dagster.settings import SourceSettings
+
+
+def last_full_sync(catalog: DeltaCatalog, source: SourceSettings) -> datetime | None:
+    """Oldest of the streams' last full syncs: the source is only as fresh as its stalest table."""
+    times: list[datetime] = []
+    for stream, cfg in source.streams.items():
+        uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name(stream))
+        when = catalog.last_commit_time(uri, sync_type="full") if catalog.exists(uri) else None
+        if when is None:
+            return None
+        times.append(when)
+    return min(times)
+
+
+def decide(
+    last_full: datetime | None, now: datetime, period: timedelta, grace: timedelta, cursor: str | None
+) -> tuple[bool, str, str]:
+    """Pure decision: (request?, new cursor, reason)."""
+    state = last_full.isoformat() if last_full else "never"
+    previous = json.loads(cursor) if cursor else {}
+    if last_full is not None and now - last_full <= period + grace:
+        return False, json.dumps({"for": state, "at": previous.get("at")}), f"last full sync {state} is recent"
+    if previous.get("for") == state and previous.get("at"):
+        asked = datetime.fromisoformat(previous["at"])
+        if now - asked < period:
+            return False, cursor or "", f"full sync already requested at {previous['at']} for state {state}"
+    return True, json.dumps({"for": state, "at": now.isoformat()}), f"last full sync {state} is older than " \
+        f"{period + grace}"
+
+
+def build_catchup_sensor(source: SourceSettings) -> dg.SensorDefinition:
+    dk = catalog_key(source)
+    period = cron_period(source.full_sync.cron, source.trigger.timezone)
+    grace = timedelta(hours=source.full_sync.grace_hours)
+
+    @dg.sensor(
+        name=f"{source.name}_full_sync_catchup_sensor",
+        job_name=full_sync_job_name(source),
+        minimum_interval_seconds=15 * 60,
+        required_resource_keys={dk},
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests a full sync of `{source.name}` when the last one recorded in the Delta history "
+        "is older than the full-sync period plus grace.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        catalog: DeltaCatalog = getattr(context.resources, dk)
+        last = last_full_sync(catalog, source)
+        now = datetime.now(timezone.utc)
+        request, cursor, reason = decide(last, now, period, grace, context.cursor)
+        if not request:
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"catchup:{json.loads(cursor)['for']}:{json.loads(cursor)['at']}",
+                    tags={"tiktok_organic/trigger": "catchup_sensor"},
+                )
+            ],
+            cursor=cursor,
+        )
+
+    return _sensor

@@ -1,0 +1,119 @@
+"""Both jobs through Dagster against the sandbox over HTTP, compared with its ground truth field by field."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from tiktok_organic_dagster.sandbox import SandboxConfig
+from tiktok_organic_dagster.streams import USER_FIELDS, VIDEO_FIELDS
+from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
+
+
+def _by_id(rows):
+    return {r["id"]: r for r in rows}
+
+
+def _assert_videos_match(rows, truth_videos):
+    table = _by_id(rows)
+    for video in truth_videos:
+        row = table[video["id"]]
+        for field, value in expected_video(video).items():
+            assert row[field] == value, (video["id"], field, row[field], value)
+
+
+def test_full_incremental_full_cycle(sandbox_factory, tmp_path):
+    server = sandbox_factory(video_count=150)
+    env = sandbox_env(server, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+
+    # 1. full sync: tables mirror the sandbox
+    result = run_job("tiktok_organic_full_sync", env, instance)
+    assert result.success
+    truth = server.videos()
+    rows = read_rows(env, "videos")
+    assert sorted(r["id"] for r in rows) == sorted(v["id"] for v in truth)
+    _assert_videos_match(rows, truth)
+    user = server.user()
+    [user_row] = read_rows(env, "user_info")
+    for field in USER_FIELDS:
+        assert user_row[field] == user[field], field
+    assert all(r["open_id"] == user["open_id"] for r in rows)
+    assert all(isinstance(r["id"], str) and len(r["id"]) == 19 for r in rows)
+
+    # 2. new videos, moved counters (recent and old), a deleted video -> incremental
+    newest = truth[0]
+    oldest = truth[-1]
+    deleted = truth[1]
+    server.add_videos(5)
+    server.bump_counters([newest["id"], oldest["id"]])
+    server.delete_video(deleted["id"])
+    result = run_job("tiktok_organic_sync", env, instance)
+    assert result.success
+    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    videos_meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
+    assert videos_meta["sync_type"].value == "INCREMENTAL"
+    truth2 = {v["id"]: v for v in server.videos()}
+    table = _by_id(read_rows(env, "videos"))
+    assert set(truth2) - set(table) == set()  # every new video landed
+    assert deleted["id"] in table  # incremental keeps what it did not re-read
+    assert table[newest["id"]]["view_count"] == truth2[newest["id"]]["view_count"]  # recent change merged
+    assert table[oldest["id"]]["view_count"] == oldest["view_count"]  # outside the look-back: untouched
+    assert len(table) == len(truth2) + 1
+    assert videos_meta["rows_inserted"].value == 5
+
+    # 3. full sync: the deleted video leaves, everything equals the source again
+    result = run_job("tiktok_organic_full_sync", env, instance)
+    assert result.success
+    rows = read_rows(env, "videos")
+    assert deleted["id"] not in _by_id(rows)
+    _assert_videos_match(rows, server.videos())
+    assert len(rows) == len(server.videos())
+
+    # history: one row per key per day, holding today's counters
+    today = datetime.now(timezone.utc).date()
+    hist = read_rows(env, "videos_history")
+    keys = [(r["id"], r["snapshot_date"]) for r in hist]
+    assert len(keys) == len(set(keys))
+    assert {r["snapshot_date"] for r in hist} == {today}
+    hist_by_id = {r["id"]: r for r in hist}
+    for v in server.videos():
+        assert hist_by_id[v["id"]]["view_count"] == v["view_count"]
+    user_hist = read_rows(env, "user_info_history")
+    assert len(user_hist) == 1 and user_hist[0]["follower_count"] == server.user()["follower_count"]
+
+
+def test_incremental_request_count_follows_lookback(sandbox_factory, tmp_path):
+    """Token + user + pages up to the first page wholly older than the look-back window."""
+    server = sandbox_factory(video_count=400)
+    env = sandbox_env(server, tmp_path)
+    assert run_job("tiktok_organic_full_sync", env).success
+    server.add_videos(20)
+    server.reset_counts()
+    assert run_job("tiktok_organic_sync", env).success
+    videos = server.videos()
+    newest_known = videos[20]["create_time"]  # the table's newest before this sync
+    cutoff = newest_known - 7 * 86400
+    # pages of 20, newest first: stop after the first page whose every video is older than the cutoff
+    pages = 0
+    for start in range(0, len(videos), 20):
+        pages += 1
+        if all(v["create_time"] < cutoff for v in videos[start:start + 20]):
+            break
+    counts = server.request_counts()
+    assert counts["video_list"] == pages
+    assert counts["user_info"] == 1
+    assert counts.get("video_query", 0) == 0
+
+
+def test_full_refresh_run_config_forces_full(sandbox_factory, tmp_path):
+    server = sandbox_factory(video_count=60)
+    env = sandbox_env(server, tmp_path)
+    assert run_job("tiktok_organic_sync", env).success
+    deleted = server.videos()[0]["id"]
+    server.delete_video(deleted)
+    config = {"ops": {"tiktok_organic__videos": {"config": {"full_refresh": True}}}}
+    result = run_job("tiktok_organic_sync", env, run_config=config)
+    assert result.success
+    assert deleted not in {r["id"] for r in read_rows(env, "videos")}
+    assert set(VIDEO_FIELDS) <= set(read_rows(env, "videos")[0])
+    _ = SandboxConfig
