@@ -59,14 +59,14 @@ def summarize(cwd: Path) -> list[str]:
     settings = load_settings({})
     source = settings.sources[0]
     catalog = DeltaCatalog(root_uri=str(cwd / "data" / "lakehouse"))
-    lines = [f"{'table':<45} {'rows':>7} {'version':>8}  last operation", "-" * 90]
+    lines = [f"{'table':<52} {'rows':>6} {'version':>8}  last commit", "-" * 90]
     for stream, cfg in source.streams.items():
         for suffix in ("", "_history"):
             uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name(stream) + suffix)
             hist = catalog.history(uri, limit=1)[0]
-            op = f"{hist.get('operation')} ({hist.get('tiktok_organic.sync_type', '?')})"
+            op = f"{hist.get('operation')} ({hist.get('sync_type') or 'maintenance'})"
             rel = os.path.relpath(uri, cwd) if "://" not in uri else uri
-            lines.append(f"{rel:<45} {catalog.row_count(uri):>7} {catalog.version(uri):>8}  {op}")
+            lines.append(f"{rel:<52} {catalog.row_count(uri):>6} {catalog.version(uri):>8}  {op}")
     return lines
 
 
