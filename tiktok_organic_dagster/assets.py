@@ -162,69 +162,61 @@ def _specs(source: SourceSettings, stream: str, description: str, history_descri
     ]
 
 
-def build_stream_assets(source: SourceSettings) -> list[dg.AssetsDefinition]:
-    out: list[dg.AssetsDefinition] = []
+_DESCRIPTIONS = {
+    "user_info": (
+        "The authorized TikTok account: profile and lifetime counters, one row keyed by `open_id`.",
+        "One row per account per day with the counters read that day (follower growth TikTok never "
+        "returns as history).",
+    ),
+    "videos": (
+        "Every public video of the account with its counters, keyed by `id` (19-digit string). "
+        "INCREMENTAL merges new videos plus a look-back window of recent ones; FULL_TABLE mirrors the "
+        "source, so deleted videos disappear.",
+        "One row per video per day with the counters read that day (view curves).",
+    ),
+}
+_KEYS = {"user_info": ("open_id", USER_COUNTERS), "videos": ("id", VIDEO_COUNTERS)}
+
+
+def _run_stream(
+    source: SourceSettings, stream: str, client: TikTokClient, catalog: DeltaCatalog, config: SyncConfig,
+    run_id: str, asset_key: dg.AssetKey,
+) -> StreamResult:
+    if stream == "user_info":
+        return sync_user_info(client, catalog, source, full_refresh=config.full_refresh, run_id=run_id,
+                              asset_key=asset_key)
+    refresh = config.refresh_all_counters
+    if refresh is None:
+        refresh = source.streams["videos"].refresh_all_counters
+    return sync_videos(client, catalog, source, full_refresh=config.full_refresh, refresh_all_counters=refresh,
+                       run_id=run_id, asset_key=asset_key)
+
+
+def _stream_asset(source: SourceSettings, stream: str) -> dg.AssetsDefinition:
     ck, dk = client_key(source), catalog_key(source)
-    op_tags = {SOURCE_TAG: source.name}
+    specs = _specs(source, stream, *_DESCRIPTIONS[stream])
+    table_key, history_key = specs[0].key, specs[1].key
+    key_column, counters = _KEYS[stream]
 
-    if "user_info" in source.streams:
-        specs = _specs(
-            source, "user_info",
-            "The authorized TikTok account: profile and lifetime counters, one row keyed by `open_id`.",
-            "One row per account per day with the counters read that day (follower growth TikTok never "
-            "returns as history).",
-        )
-        key, user_history_key = specs[0].key, specs[1].key
+    @dg.multi_asset(name=f"{source.name}__{stream}", specs=specs, required_resource_keys={ck, dk},
+                    check_specs=blocking_check_specs(table_key, key_column, counters),
+                    pool=pool_name(source), op_tags={SOURCE_TAG: source.name})
+    def _sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN202
+        client: TikTokClient = getattr(context.resources, ck)
+        catalog: DeltaCatalog = getattr(context.resources, dk)
+        before = _stats(client)
+        try:
+            result = _run_stream(source, stream, client, catalog, config, context.run_id, table_key)
+        except BatchCheckFailed as exc:
+            yield from exc.results
+            raise dg.Failure(str(exc), allow_retries=False) from None
+        meta = _metadata(result, catalog, stream, before, _stats(client), client.refresh_token_days_left())
+        meta.update(_maintain(context, catalog, result))
+        yield dg.MaterializeResult(asset_key=table_key, metadata=meta, check_results=result.checks)
+        yield dg.MaterializeResult(asset_key=history_key, metadata=_history_metadata(result, catalog))
 
-        @dg.multi_asset(name=f"{source.name}__user_info", specs=specs, required_resource_keys={ck, dk},
-                        check_specs=blocking_check_specs(key, "open_id", USER_COUNTERS),
-                        pool=pool_name(source), op_tags=op_tags)
-        def user_info_sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN201
-            client: TikTokClient = getattr(context.resources, ck)
-            catalog: DeltaCatalog = getattr(context.resources, dk)
-            before = _stats(client)
-            try:
-                result = sync_user_info(client, catalog, source, full_refresh=config.full_refresh,
-                                        run_id=context.run_id, asset_key=key)
-            except BatchCheckFailed as exc:
-                yield from exc.results
-                raise dg.Failure(str(exc), allow_retries=False) from None
-            meta = _metadata(result, catalog, "user_info", before, _stats(client), client.refresh_token_days_left())
-            meta.update(_maintain(context, catalog, result))
-            yield dg.MaterializeResult(asset_key=key, metadata=meta, check_results=result.checks)
-            yield dg.MaterializeResult(asset_key=user_history_key, metadata=_history_metadata(result, catalog))
+    return _sync
 
-        out.append(user_info_sync)
 
-    if "videos" in source.streams:
-        specs = _specs(
-            source, "videos",
-            "Every public video of the account with its counters, keyed by `id` (19-digit string). "
-            "INCREMENTAL merges new videos plus a look-back window of recent ones; FULL_TABLE mirrors the "
-            "source, so deleted videos disappear.",
-            "One row per video per day with the counters read that day (view curves).",
-        )
-        vkey, videos_history_key = specs[0].key, specs[1].key
-        refresh_default = source.streams["videos"].refresh_all_counters
-
-        @dg.multi_asset(name=f"{source.name}__videos", specs=specs, required_resource_keys={ck, dk},
-                        check_specs=blocking_check_specs(vkey, "id", VIDEO_COUNTERS),
-                        pool=pool_name(source), op_tags=op_tags)
-        def videos_sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN201
-            client: TikTokClient = getattr(context.resources, ck)
-            catalog: DeltaCatalog = getattr(context.resources, dk)
-            before = _stats(client)
-            refresh = refresh_default if config.refresh_all_counters is None else config.refresh_all_counters
-            try:
-                result = sync_videos(client, catalog, source, full_refresh=config.full_refresh,
-                                     refresh_all_counters=refresh, run_id=context.run_id, asset_key=vkey)
-            except BatchCheckFailed as exc:
-                yield from exc.results
-                raise dg.Failure(str(exc), allow_retries=False) from None
-            meta = _metadata(result, catalog, "videos", before, _stats(client), client.refresh_token_days_left())
-            meta.update(_maintain(context, catalog, result))
-            yield dg.MaterializeResult(asset_key=vkey, metadata=meta, check_results=result.checks)
-            yield dg.MaterializeResult(asset_key=videos_history_key, metadata=_history_metadata(result, catalog))
-
-        out.append(videos_sync)
-    return out
+def build_stream_assets(source: SourceSettings) -> list[dg.AssetsDefinition]:
+    return [_stream_asset(source, stream) for stream in ("user_info", "videos") if stream in source.streams]
