@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from tiktok_organic_dagster.definitions import build_definitions
-from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster.sensors import decide
+from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster_tests.helpers import patched_env, read_rows, run_job, sandbox_env
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
