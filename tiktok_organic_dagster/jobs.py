@@ -48,25 +48,18 @@ def build_jobs(source: SourceSettings, assets: list[dg.AssetsDefinition]) -> lis
 
 
 def build_schedules(source: SourceSettings) -> list[dg.ScheduleDefinition]:
-    schedules = [
+    """RUNNING by default: a connector is expected to sync as soon as the daemon runs."""
+    wanted = [(sync_job_name(source), source.trigger.cron, "Regular sync trigger")]
+    if source.full_sync.enabled:
+        wanted.append((full_sync_job_name(source), source.full_sync.cron, "Additional periodic full sync"))
+    return [
         dg.ScheduleDefinition(
-            name=f"{sync_job_name(source)}_schedule",
-            job_name=sync_job_name(source),
-            cron_schedule=source.trigger.cron,
+            name=f"{job}_schedule",
+            job_name=job,
+            cron_schedule=cron,
             execution_timezone=source.trigger.timezone,
-            description=f"Regular sync trigger of `{source.name}`.",
+            description=f"{what} of `{source.name}`.",
             default_status=dg.DefaultScheduleStatus.RUNNING,
         )
+        for job, cron, what in wanted
     ]
-    if source.full_sync.enabled:
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=f"{full_sync_job_name(source)}_schedule",
-                job_name=full_sync_job_name(source),
-                cron_schedule=source.full_sync.cron,
-                execution_timezone=source.trigger.timezone,
-                description=f"Additional periodic full sync of `{source.name}`.",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            )
-        )
-    return schedules
