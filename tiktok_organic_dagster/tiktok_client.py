@@ -450,12 +450,24 @@ class TikTokClient(dg.ConfigurableResource):
         required = list(dict.fromkeys(needed.values())) or [VIDEO_SCOPE if endpoint != "user_info"
                                                               else "user.info.basic"]
         granted = set(self.granted_scopes() or ())
+        if len(required) > 1 and granted and all(s in granted for s in required):
+            granted = self._current_scopes(granted)
         missing = [s for s in required if s not in granted] or required
         # Most specific first: basic is rarely the one missing when profile/stats fields were asked for.
         missing.sort(key=lambda s: s == "user.info.basic")
         cause_fields = tuple(f for f, s in needed.items() if s in missing)
         return MissingScopeError(missing[0], scopes=tuple(missing), fields=cause_fields, code=err.code,
                                  api_message=err.api_message, log_id=err.log_id, status=err.status)
+
+    def _current_scopes(self, recorded: set[str]) -> set[str]:
+        """The stored grant lists every scope TikTok just refused, so it is stale (consent changed after the
+        token was issued): one refresh returns the scopes granted now, naming the one actually missing."""
+        tokens = self._rt().tokens
+        try:
+            tokens.invalidate(tokens.access_token())
+        except TikTokError:
+            return recorded
+        return set(self.granted_scopes() or ()) or recorded
 
 
 def _parse_cursor(value: Any) -> int:

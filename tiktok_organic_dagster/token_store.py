@@ -260,6 +260,9 @@ class TokenManager:
         self._lock = threading.Lock()
         self._env_won = False  # the env token is in use (no entry yet, or it replaced the entry)
         self._env_over_store = False  # ... and it replaced an existing store entry
+        # (hash of a refresh token TikTok answered invalid_grant for, the error's reason): every later
+        # refresh with that token fails at once instead of asking again (one request per run, not per stream).
+        self._rejected: tuple[str, str] | None = None
 
     def access_token(self) -> str:
         """A usable access token; the fast path is a single attribute check with no lock."""
@@ -323,6 +326,9 @@ class TokenManager:
         return TokenEntry(refresh_token=self._env_token, descends_from=env_hash)
 
     def _refresh(self, current: TokenEntry) -> TokenEntry:
+        token_hash = hash_token(current.refresh_token)
+        if self._rejected is not None and self._rejected[0] == token_hash:
+            raise ReauthorizationRequired(self._rejected[1], env_var=self._env_var)
         form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
         try:
             body = self._post_token(form)
@@ -333,7 +339,8 @@ class TokenManager:
             if self._env_over_store:
                 hint = (f" If you re-authorized with tiktok-organic-authorize, unset {self._env_var} so the "
                         "store entry is used.")
-            raise ReauthorizationRequired(f"TikTok rejected {source}: {exc.reason}.{hint}",
-                                          env_var=self._env_var) from None
+            reason = f"TikTok rejected {source}: {exc.reason}.{hint}"
+            self._rejected = (token_hash, reason)
+            raise ReauthorizationRequired(reason, env_var=self._env_var) from None
         return entry_from_token_response(body, now=self._clock(), descends_from=current.descends_from,
                                          previous=current)

@@ -100,6 +100,7 @@ class SandboxApi:
         self._windows: dict[Any, deque[float]] = {}
         self._fault_rng = random.Random(config.seed ^ 0x5EED)
         self._empty_cursors: set[int] = set()
+        self._pages_served = 0  # video/list pages since reset_faults (publish_during_paging_after)
         self.fault_counter = 0
         self.request_counts: dict[str, int] = {}
         self.status_counts: dict[int, int] = {}
@@ -113,6 +114,7 @@ class SandboxApi:
     def reset_faults(self) -> None:
         with self.lock:
             self.fault_counter = 0
+            self._pages_served = 0
             self._empty_cursors.clear()
             self._fault_rng.seed(self.config.seed ^ 0x5EED)
 
@@ -342,6 +344,10 @@ class SandboxApi:
             else:
                 next_cursor = cursor if has_more else 0
             videos = self.account.render(items, fields, self.config.extra_fields)
+            publish_after = self.config.faults.publish_during_paging_after
+            self._pages_served += 1
+            if publish_after > 0 and self._pages_served == publish_after:
+                self.account.add(1, None)  # the creator posts while a client is paging (after this page)
         return {"videos": videos, "cursor": next_cursor, "has_more": has_more}
 
     def _shorten(self, items: list[Any], cursor: int) -> list[Any]:

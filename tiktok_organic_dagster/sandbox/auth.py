@@ -67,11 +67,13 @@ class TokenRegistry:
         self._access: dict[str, _Access] = {}
         self._codes: dict[str, _Code] = {}
         self._latest: str | None = None
+        self.issued: list[str] = []  # every access/refresh token ever issued (for secret-leak scans)
 
     # ---- issuance ---------------------------------------------------------------------------------
     def new_family(self, refresh_ttl: float, token: str | None = None) -> str:
         fam = _Family(expires_at=time.time() + refresh_ttl)
         fam.latest = token or _token("rft.")
+        self.issued.append(fam.latest)
         self._refresh[fam.latest] = fam
         self._latest = fam.latest
         return fam.latest
@@ -86,6 +88,7 @@ class TokenRegistry:
     def _grant(self, fam: _Family, refresh_token: str, access_ttl: int) -> Grant:
         now = time.time()
         access = _token("act.")
+        self.issued.append(access)
         self._access[access] = _Access(expires_at=now + access_ttl)
         return Grant(access, int(access_ttl), refresh_token, max(0, int(fam.expires_at - now)))
 
@@ -116,6 +119,7 @@ class TokenRegistry:
         if fam is None or fam.expires_at <= time.time():
             raise OAuthError("invalid_grant", "Refresh token is invalid or expired.")
         new = _token("rft.")
+        self.issued.append(new)
         if strict:
             for old in [t for t, f in self._refresh.items() if f is fam]:
                 del self._refresh[old]

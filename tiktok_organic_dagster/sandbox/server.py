@@ -200,6 +200,12 @@ class SandboxServer:
         with self.api.lock:
             return self.api.tokens.current_refresh_token()
 
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token this sandbox has issued, superseded ones included (tests scan
+        everything the project wrote for them)."""
+        with self.api.lock:
+            return list(self.api.tokens.issued)
+
     def revoke_all_tokens(self) -> None:
         with self.api.lock:
             self.api.tokens.revoke_all()
