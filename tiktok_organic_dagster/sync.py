@@ -7,7 +7,7 @@ blocking checks run on the batch before the commit, so bad data never lands eith
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -29,7 +29,7 @@ from tiktok_organic_dagster.streams import (
     history_rows,
     records_to_table,
 )
-from tiktok_organic_dagster.tiktok_client import TikTokClient
+from tiktok_organic_dagster.tiktok_client import QueryResult, TikTokClient
 from tiktok_organic_dagster.tiktok_errors import MissingScopeError
 
 # Pages are converted to Arrow in chunks: cheap per row, and the Python dicts of a chunk are freed at once.
@@ -62,6 +62,14 @@ def _scoped(stream: str, call: Callable[[], object]) -> object:
     """Name the stream in scope errors: the user must know what to re-authorize for."""
     try:
         return call()
+    except MissingScopeError as exc:
+        raise MissingScopeError(exc.scope, f"stream '{stream}' cannot sync: {exc}") from None
+
+
+def _scoped_pages(stream: str, pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
+    """Like :func:`_scoped` for a generator: its requests (and scope errors) happen while it is iterated."""
+    try:
+        yield from pages
     except MissingScopeError as exc:
         raise MissingScopeError(exc.scope, f"stream '{stream}' cannot sync: {exc}") from None
 
@@ -108,7 +116,7 @@ def _refresh_counters(
     ids = [i for i in older.column("id").to_pylist() if i not in seen]
     if not ids:
         return None, {"counter_refresh_ids": 0}
-    result = client.query_videos(ids, VIDEO_COUNTER_FIELDS)
+    result: QueryResult = _scoped("videos", lambda: client.query_videos(ids, VIDEO_COUNTER_FIELDS))  # type: ignore[assignment]
     fresh = records_to_table(result.videos, {c: VIDEO_FIELDS[c] for c in VIDEO_COUNTER_FIELDS},
                              {"_synced_at": now, "_last_seen_at": now})
     rest = older.drop_columns([c for c in (*VIDEO_COUNTERS, "_synced_at", "_last_seen_at")
@@ -149,8 +157,8 @@ def sync_videos(
     chunks: list[pa.Table] = []
     buffer: list[dict] = []
     seen: set[str] = set()
-    pages = _scoped("videos", lambda: client.iter_video_pages(list(VIDEO_FIELDS), stop=stop))
-    for page in pages:  # type: ignore[union-attr]
+    pages = _scoped_pages("videos", client.iter_video_pages(list(VIDEO_FIELDS), stop=stop))
+    for page in pages:
         buffer.extend(page)
         if len(buffer) >= _CHUNK_ROWS:
             chunks.append(records_to_table(buffer, VIDEO_FIELDS, extra))
