@@ -31,7 +31,9 @@ def prepare_dagster_home(path: Path) -> Path:
 
 
 def sandbox_env(server: SandboxServer, dagster_home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """Child env for the sandbox. Every inherited TIKTOK_* setting is dropped: a real TIKTOK_TOKEN_STORE or
+    TIKTOK_DELTA_ROOT would otherwise get the sandbox's tokens and fake tables written over the real ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIKTOK_")}
     env.update(
         {
             "DAGSTER_HOME": str(dagster_home),
@@ -39,9 +41,10 @@ def sandbox_env(server: SandboxServer, dagster_home: Path) -> dict[str, str]:
             "TIKTOK_CLIENT_ID": server.client_id,
             "TIKTOK_CLIENT_SECRET": server.client_secret,
             "TIKTOK_REFRESH_TOKEN": server.initial_refresh_token,
+            "TIKTOK_TOKEN_STORE": str(dagster_home / "tiktok_token_store.json"),
+            "TIKTOK_DELTA_ROOT": str(Path.cwd() / "data" / "lakehouse"),
         }
     )
-    env.pop("TIKTOK_ORGANIC_CONFIG", None)
     return env
 
 

@@ -6,8 +6,12 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import tomllib
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (setup.py allows it); dagster itself depends on tomli
+    import tomli as tomllib
 
 from tiktok_organic_dagster.definitions import build_definitions
 from tiktok_organic_dagster.settings import load_settings
@@ -53,9 +57,16 @@ def test_default_definitions_are_complete():
     assert ("raw/tiktok_organic/videos_history", "lifetime_counters_never_decrease") in checks
     schedule = repo.get_schedule_def("tiktok_organic_sync_schedule")
     assert schedule.cron_schedule == "0 6 * * *"
-    full_job = repo.get_job("tiktok_organic_full_sync")
-    config = full_job.run_config_for_selection if hasattr(full_job, "run_config_for_selection") else None
-    del config
+    # the full-sync job forces FULL_TABLE on every stream and both jobs carry the per-source run tag
+    full_job = defs.resolve_job_def("tiktok_organic_full_sync")
+    assert full_job.run_config["ops"] == {
+        "tiktok_organic__user_info": {"config": {"full_refresh": True}},
+        "tiktok_organic__videos": {"config": {"full_refresh": True}},
+    }
+    assert full_job.tags["tiktok_organic/source"] == "tiktok_organic"
+    sync_job = defs.resolve_job_def("tiktok_organic_sync")
+    assert not (sync_job.run_config or {}).get("ops")
+    assert sync_job.tags["tiktok_organic/source"] == "tiktok_organic"
 
 
 def test_two_sources_get_their_own_jobs_and_resources(tmp_path, monkeypatch):

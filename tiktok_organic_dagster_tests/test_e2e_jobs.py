@@ -4,7 +4,6 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from tiktok_organic_dagster.sandbox import SandboxConfig
 from tiktok_organic_dagster.streams import USER_FIELDS, VIDEO_FIELDS
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
@@ -116,4 +115,38 @@ def test_full_refresh_run_config_forces_full(sandbox_factory, tmp_path):
     assert result.success
     assert deleted not in {r["id"] for r in read_rows(env, "videos")}
     assert set(VIDEO_FIELDS) <= set(read_rows(env, "videos")[0])
-    _ = SandboxConfig
+    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
+    assert meta["sync_type"].value == "FULL_TABLE" and meta["rows_deleted"].value == 1
+
+
+def test_refresh_all_counters_updates_old_videos_through_video_query(sandbox_factory, tmp_path):
+    """INCREMENTAL + refresh_all_counters: counters of videos outside the look-back window come from
+    video/query (20 ids a request); a video the API no longer returns is reported and left as it was."""
+    server = sandbox_factory(video_count=100)
+    env = sandbox_env(server, tmp_path)
+    assert run_job("tiktok_organic_full_sync", env).success
+    before = _by_id(read_rows(env, "videos"))
+    truth = server.videos()
+    old, gone = truth[-1]["id"], truth[-2]["id"]  # both far outside the 7-day window
+    server.bump_counters([old])
+    server.bump_counters(fraction=0.3)  # old and recent videos move
+    server.delete_video(gone)
+    server.reset_counts()
+    config = {"ops": {"tiktok_organic__videos": {"config": {"refresh_all_counters": True}}}}
+    result = run_job("tiktok_organic_sync", env, run_config=config)
+    assert result.success
+    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    meta = {k: v.value for k, v in next(m.metadata for m in mats if m.asset_key.path[-1] == "videos").items()}
+    assert meta["sync_type"] == "INCREMENTAL"
+    queried = meta["counter_refresh_ids"]
+    assert queried > 20  # several video/query batches
+    assert server.request_counts()["video_query"] == meta["counter_refresh_requests"] == -(-queried // 20)
+    assert meta["videos_not_returned"] == 1 and meta["videos_not_returned_sample"] == gone
+    table = _by_id(read_rows(env, "videos"))
+    now_truth = {v["id"]: v for v in server.videos()}
+    assert table[old]["view_count"] == now_truth[old]["view_count"] != before[old]["view_count"]
+    assert table[gone] == before[gone]  # kept untouched (incremental never deletes), old _last_seen_at
+    _assert_videos_match(list(table.values()), now_truth.values())  # every counter equals the source
+    hist = {r["id"]: r for r in read_rows(env, "videos_history")}
+    assert hist[old]["view_count"] == now_truth[old]["view_count"]
