@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
          stdout: TextIO | None = None) -> int:
     """Console entry point; returns the process exit code (0 ok, 1 failure, 2 usage)."""
+    if argv is None:
+        # Like the Dagster CLI, read ./.env so the secret can live there instead of the shell.
+        from dotenv import load_dotenv
+
+        load_dotenv(".env", override=False)
     args = _parser().parse_args(argv)
     out = stdout or sys.stdout
     inp = stdin or sys.stdin

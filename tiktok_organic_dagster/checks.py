@@ -82,12 +82,14 @@ def count_decreases(history: pa.Table, key: str, counters: Sequence[str]) -> dic
 def build_monotonic_check(
     history_key: dg.AssetKey, table_path: tuple[str, str, str], catalog_key: str, key: str, counters: Sequence[str]
 ) -> dg.AssetChecksDefinition:
-    """Lifetime counters (views, likes, followers) only grow; a drop is worth a warning, not a failure."""
+    """A lifetime counter such as views only grows; a drop (TikTok removing fake views, a data bug) is worth
+    a warning, not a failed run."""
 
     @dg.asset_check(
         asset=history_key,
         name=MONOTONIC_CHECK,
-        description="Lifetime counters never go down between the last two daily snapshots (warns).",
+        description=f"Lifetime counters ({', '.join(counters)}) never go down between the last two daily "
+        "snapshots (warns).",
         required_resource_keys={catalog_key},
         blocking=False,
     )

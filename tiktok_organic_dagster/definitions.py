@@ -18,7 +18,6 @@ from tiktok_organic_dagster.delta_catalog import DeltaCatalog
 from tiktok_organic_dagster.jobs import build_jobs, build_schedules
 from tiktok_organic_dagster.sensors import build_catchup_sensor
 from tiktok_organic_dagster.settings import ProjectSettings, SourceSettings, load_settings
-from tiktok_organic_dagster.streams import USER_COUNTERS, VIDEO_COUNTERS
 from tiktok_organic_dagster.tiktok_client import TikTokClient
 
 DEFAULT_API_BASE_URL = "https://open.tiktokapis.com"
@@ -44,13 +43,14 @@ def build_resources(source: SourceSettings) -> dict[str, dg.ConfigurableResource
 def build_source_definitions(source: SourceSettings) -> dg.Definitions:
     assets = build_stream_assets(source)
     history_checks = []
-    for stream, key, counters in (("user_info", "open_id", USER_COUNTERS), ("videos", "id", VIDEO_COUNTERS)):
-        if stream in source.streams:
-            cfg = source.streams[stream]
-            table = (cfg.layer, cfg.folder, source.table_name(stream) + "_history")
-            history_checks.append(
-                build_monotonic_check(dg.AssetKey(list(table)), table, catalog_key(source), key, counters)
-            )
+    if "videos" in source.streams:
+        # Only views are lifetime counters that never go down: likes, comments, shares, followers and
+        # video counts drop legitimately (unlikes, deletions, unfollows), so checking them would cry wolf.
+        cfg = source.streams["videos"]
+        table = (cfg.layer, cfg.folder, source.table_name("videos") + "_history")
+        history_checks.append(
+            build_monotonic_check(dg.AssetKey(list(table)), table, catalog_key(source), "id", ("view_count",))
+        )
     with warnings.catch_warnings():  # beta API; the check compares dagster/column_schema between runs
         warnings.simplefilter("ignore", dg.BetaWarning)
         schema_checks = dg.build_column_schema_change_checks(

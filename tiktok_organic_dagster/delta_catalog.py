@@ -58,12 +58,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import dagster as dg
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import PrivateAttr, field_validator
 
@@ -80,6 +80,7 @@ from .delta_maintenance import (  # noqa: F401  (errors re-exported for callers)
 
 SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT = "full", "incremental", "snapshot"
 SYNC_TYPES = (SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT)
+FULL_SYNC_APP_ID = "tiktok_organic.full_sync"  # Delta app transaction; its version = epoch ms of the full sync
 DEFAULT_ROOT = os.path.join("data", "lakehouse")
 ROOT_ENV = "TIKTOK_DELTA_ROOT"
 STREAMED_MERGE_MIN_ROWS = 200_000  # below this, streamed_exec=False lets delta prune files (≈10x faster)
@@ -286,10 +287,18 @@ class DeltaCatalog(dg.ConfigurableResource):
             raise ValueError(f"sync_type must be one of {SYNC_TYPES}, got {sync_type!r}")
         if not self.exists(uri):
             return None
-        for entry in maint.iter_history(self._open(uri)):
+        dt = self._open(uri)
+        for entry in maint.iter_history(dt):
             found = entry.get(META_SYNC_TYPE)
             if found is not None and (sync_type is None or found == sync_type):
                 return maint.commit_time(entry)
+        if sync_type == SYNC_FULL:
+            # Full syncs are also recorded as a Delta app transaction, which survives log cleanup
+            # (checkpoints keep `txn` actions): a log retention shorter than the full-sync period must not
+            # make the last full sync look like "never".
+            marker = dt.transaction_version(FULL_SYNC_APP_ID)
+            if marker is not None:
+                return datetime.fromtimestamp(marker / 1000, timezone.utc)
         return None
 
     # ----------------------------------------------------------------------------------- writes
@@ -327,7 +336,9 @@ class DeltaCatalog(dg.ConfigurableResource):
                 write_deltalake(target, payload, mode="overwrite", schema_mode="overwrite",
                                 configuration=None if dt else self._retention_config(),
                                 storage_options=self.storage_options_for(uri),
-                                commit_properties=CommitProperties(custom_metadata={**meta, **extra}))
+                                commit_properties=CommitProperties(
+                                    custom_metadata={**meta, **extra},
+                                    app_transactions=[Transaction(FULL_SYNC_APP_ID, time.time_ns() // 1_000_000)]))
             except Exception:
                 if tap is not None and tap.error is not None:
                     raise tap.error from None  # the source's own error; the table is untouched

@@ -75,3 +75,31 @@ def test_count_decreases_compares_each_keys_last_two_snapshots():
     })
     assert count_decreases(history, "id", ("view_count", "like_count")) == {"view_count": 1, "like_count": 0}
     assert count_decreases(history.slice(0, 0), "id", ("view_count",)) == {"view_count": 0}
+
+
+def test_monotonic_check_warns_when_views_drop_between_days(tmp_path):
+    from datetime import date
+
+    import dagster as dg
+    import pyarrow as pa
+
+    from tiktok_organic_dagster.checks import build_monotonic_check
+    from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+
+    catalog = DeltaCatalog(root_uri=str(tmp_path))
+    path = ("raw", "tiktok_organic", "videos_history")
+    uri = catalog.table_uri(*path)
+
+    def day(d, views):
+        return pa.table({"id": pa.array(["a", "b"]), "snapshot_date": pa.array([d, d], pa.date32()),
+                         "view_count": pa.array(views, pa.int64())})
+
+    catalog.snapshot_merge(uri, day(date(2026, 11, 23), [100, 50]), key=["id"], commit_info={})
+    catalog.snapshot_merge(uri, day(date(2026, 11, 24), [120, 40]), key=["id"], commit_info={})
+    check = build_monotonic_check(dg.AssetKey(list(path)), path, "cat", "id", ("view_count",))
+    context = dg.build_asset_check_context(resources={"cat": catalog})
+    result = check(context)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["decreased_view_count"].value == 1
+    catalog.snapshot_merge(uri, day(date(2026, 11, 25), [130, 60]), key=["id"], commit_info={})
+    assert check(dg.build_asset_check_context(resources={"cat": catalog})).passed

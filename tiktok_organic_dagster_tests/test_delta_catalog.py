@@ -409,3 +409,27 @@ def test_maintain_compacts_small_files(tmp_path: Path) -> None:
     assert report["compacted"]["files_removed"] >= 4 and report["checkpoint_version"] == report["version"]
     assert cat.read(uri).num_rows == 6
     assert cat.maintain(uri)["compacted"] is None  # nothing small left to compact
+
+
+def test_last_full_sync_survives_log_cleanup(tmp_path):
+    """A log retention shorter than the full-sync period must not make the catch-up sensor think 'never'."""
+    import os as _os
+    import time as _time
+
+    catalog = DeltaCatalog(root_uri=str(tmp_path), delta_log_retention_days=1, checkpoint_every_commits=1)
+    uri = catalog.table_uri("raw", "f", "videos")
+    table = pa.table({"id": pa.array(["1", "2"]), "n": pa.array([1, 2], pa.int64())})
+    catalog.overwrite(uri, table, key=["id"], commit_info={})
+    full_at = catalog.last_commit_time(uri, sync_type="full")
+    for i in range(3):
+        catalog.merge(uri, pa.table({"id": pa.array(["1"]), "n": pa.array([10 + i], pa.int64())}),
+                      key=["id"], commit_info={})
+    log = tmp_path / "raw" / "f" / "videos" / "_delta_log"
+    old = _time.time() - 3 * 86400
+    for f in log.glob("*.json"):
+        _os.utime(f, (old, old))
+    catalog.maintain(uri)
+    assert not (log / "00000000000000000000.json").exists()  # the full sync's own log entry is gone
+    assert all(h.get("sync_type") != "full" for h in catalog.history(uri))
+    remembered = catalog.last_commit_time(uri, sync_type="full")
+    assert remembered is not None and abs((remembered - full_at).total_seconds()) < 1
