@@ -82,17 +82,18 @@ def _stats(client: TikTokClient) -> dict[str, int]:
             "refreshes": s.refreshes}
 
 
+def _column_schema(catalog: DeltaCatalog, uri: str) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in catalog.schema(uri)])
+
+
 def _metadata(
     result: StreamResult, catalog: DeltaCatalog, stream: str, before: Mapping[str, int], after: Mapping[str, int],
     days_left: float | None,
 ) -> dict[str, object]:
     write = result.write
-    schema = catalog.schema(write.uri)
     meta: dict[str, object] = {
         "dagster/row_count": catalog.row_count(write.uri),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
-        ),
+        "dagster/column_schema": _column_schema(catalog, write.uri),
         "dagster/uri": dg.MetadataValue.path(write.uri),
         "delta_version": write.version,
         "sync_type": result.sync_type.value,
@@ -134,6 +135,7 @@ def _history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, 
     assert hist is not None
     return {
         "dagster/row_count": catalog.row_count(hist.uri),
+        "dagster/column_schema": _column_schema(catalog, hist.uri),
         "dagster/uri": dg.MetadataValue.path(hist.uri),
         "delta_version": hist.version,
         "snapshot_rows_written": hist.rows_written,
