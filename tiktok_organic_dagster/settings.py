@@ -73,6 +73,17 @@ class StreamSettings(_Strict):
     sync_type: SyncType = SyncType.FULL_TABLE
     lookback_days: int = Field(default=7, ge=0, le=3650)
     refresh_all_counters: bool = False
+    # API fields to request beyond the documented set we map (e.g. `is_aigc`, new in 2026); TikTok answers
+    # invalid_params for a field it does not know, so new fields are opt-in. They land as new columns.
+    extra_fields: tuple[str, ...] = ()
+
+    @field_validator("extra_fields")
+    @classmethod
+    def _valid_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [f for f in value if not re.match(r"^[a-z][a-z0-9_]*$", f)]
+        if bad:
+            raise ValueError(f"{bad} are not API field names (lowercase letters, digits, '_')")
+        return value
 
     @field_validator("layer", "folder")
     @classmethod
@@ -211,6 +222,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIKTOK_VIDEOS_SYNC_TYPE": ("streams", "videos", "sync_type"),
     "TIKTOK_VIDEOS_LOOKBACK_DAYS": ("streams", "videos", "lookback_days"),
     "TIKTOK_REFRESH_ALL_COUNTERS": ("streams", "videos", "refresh_all_counters"),
+    "TIKTOK_VIDEOS_EXTRA_FIELDS": ("streams", "videos", "extra_fields"),
     "TIKTOK_SYNC_CRON": ("trigger", "cron"),
     "TIKTOK_SYNC_TIMEZONE": ("trigger", "timezone"),
     "TIKTOK_FULL_SYNC_CRON": ("full_sync", "cron"),
@@ -227,7 +239,9 @@ def _source_from_env(env: dict[str, str]) -> dict[str, Any]:
     for var, path in _ENV_MAP.items():
         if var not in env or path == ("streams",):
             continue
-        value = env[var]
+        value: Any = env[var]
+        if path[-1] == "extra_fields":
+            value = [f.strip() for f in value.split(",") if f.strip()]
         if path[0] == "_all_streams":
             for stream_cfg in raw["streams"].values():
                 stream_cfg[path[1]] = value

@@ -157,7 +157,8 @@ def sync_videos(
     chunks: list[pa.Table] = []
     buffer: list[dict] = []
     seen: set[str] = set()
-    pages = _scoped_pages("videos", client.iter_video_pages(list(VIDEO_FIELDS), stop=stop))
+    fields = list(dict.fromkeys([*VIDEO_FIELDS, *cfg.extra_fields]))
+    pages = _scoped_pages("videos", client.iter_video_pages(fields, stop=stop))
     for page in pages:
         buffer.extend(page)
         if len(buffer) >= _CHUNK_ROWS:
@@ -204,7 +205,8 @@ def sync_user_info(
     now = now or datetime.now(timezone.utc)
     uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("user_info"))
     history_uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("user_info") + "_history")
-    user = _scoped("user_info", lambda: client.user_info(list(USER_FIELDS)))
+    fields = list(dict.fromkeys([*USER_FIELDS, *cfg.extra_fields]))
+    user = _scoped("user_info", lambda: client.user_info(fields))
     batch = records_to_table([user], USER_FIELDS, {"_synced_at": now})  # type: ignore[list-item]
     checks = _validate(asset_key, batch, "open_id", USER_COUNTERS)
     info = _commit_info(run_id, source.name, "user_info")

@@ -150,3 +150,13 @@ def test_refresh_all_counters_updates_old_videos_through_video_query(sandbox_fac
     _assert_videos_match(list(table.values()), now_truth.values())  # every counter equals the source
     hist = {r["id"]: r for r in read_rows(env, "videos_history")}
     assert hist[old]["view_count"] == now_truth[old]["view_count"]
+
+
+def test_extra_fields_are_requested_and_land_as_columns(sandbox_factory, tmp_path):
+    """`is_aigc` is new in TikTok's 2026 docs: opt in with a setting and it becomes a typed column."""
+    server = sandbox_factory(video_count=40)
+    env = sandbox_env(server, tmp_path, TIKTOK_VIDEOS_EXTRA_FIELDS="is_aigc")
+    assert run_job("tiktok_organic_sync", env).success
+    rows = {r["id"]: r for r in read_rows(env, "videos")}
+    truth = server.videos()
+    assert all(rows[v["id"]]["is_aigc"] == v["is_aigc"] for v in truth)
