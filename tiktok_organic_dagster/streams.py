@@ -8,7 +8,7 @@ extra columns (schema evolution) instead of being dropped; documented fields mis
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 import pyarrow as pa
@@ -65,13 +65,7 @@ SCOPE_OF_FIELD: dict[str, str] = {
 }
 
 BOOKKEEPING: dict[str, pa.DataType] = {"open_id": pa.string(), "_synced_at": TS, "_last_seen_at": TS}
-
-
-def _column(values: list[object], dtype: pa.DataType) -> pa.Array:
-    if dtype == TS:
-        secs = pa.array(values, type=pa.int64())
-        return pc.multiply(secs, 1_000_000).cast(TS)
-    return pa.array(values, type=dtype)
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 
 
 def _infer(values: list[object]) -> pa.Array:
@@ -87,33 +81,41 @@ def _infer(values: list[object]) -> pa.Array:
     return arr
 
 
+def _wire_type(dtype: pa.DataType) -> pa.DataType:
+    return pa.int64() if dtype == TS else dtype  # the API sends create_time as Unix seconds
+
+
 def records_to_table(
     records: Sequence[dict],
     fields: dict[str, pa.DataType],
     extra: dict[str, object] | None = None,
 ) -> pa.Table:
-    """Columnar conversion (one pass per field) — several times faster than pa.Table.from_pylist."""
+    """Columnar conversion: the documented fields in one C++ pass (a struct array built from the dicts),
+    unknown keys only looked at when a record has any. About 2x faster than one list per field and
+    several times faster than ``pa.Table.from_pylist``."""
     known = set(fields)
     unknown: list[str] = []
-    seen: set[str] = set()
-    for rec in records:
-        for k in rec:
-            if k not in known and k not in seen:
-                seen.add(k)
-                unknown.append(k)
-    arrays: dict[str, pa.Array] = {}
+    if not all(rec.keys() <= known for rec in records):  # dict-view subset test runs in C
+        seen: set[str] = set()
+        for rec in records:
+            for k in rec:
+                if k not in known and k not in seen:
+                    seen.add(k)
+                    unknown.append(k)
+    wire = pa.struct([(name, _wire_type(dtype)) for name, dtype in fields.items()])
+    parsed = pa.Table.from_struct_array(pa.array(records, type=wire))
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name, dtype in fields.items():
-        arrays[name] = _column([r.get(name) for r in records], dtype)
+        column = parsed.column(name)
+        arrays[name] = pc.multiply(column, 1_000_000).cast(TS) if dtype == TS else column
     for name in unknown:
         if name.startswith("_") or name in (extra or {}):
             continue  # never let the API overwrite our bookkeeping columns
         arrays[name] = _infer([r.get(name) for r in records])
+    n = len(records)
     for name, value in (extra or {}).items():
-        dtype = BOOKKEEPING.get(name, pa.string())
-        if isinstance(value, datetime):
-            arrays[name] = pa.array([value] * len(records), type=TS)
-        else:
-            arrays[name] = pa.array([value] * len(records), type=dtype)
+        dtype = TS if isinstance(value, datetime) else BOOKKEEPING.get(name, pa.string())
+        arrays[name] = pa.repeat(pa.scalar(value, type=dtype), n)
     return pa.table(arrays)
 
 
@@ -123,6 +125,77 @@ def concat(tables: Iterable[pa.Table]) -> pa.Table | None:
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+class ChunkBuffer:
+    """A listing held compactly until its commit: records -> Arrow chunks -> LZ4-compressed IPC buffers.
+
+    Why: a full sync must finish paging before it writes (an API failure then leaves the tables
+    untouched), yet 100k videos are ~90 MB as Arrow (~175 MB as Python dicts). Each chunk of ``chunk_rows``
+    records is converted and compressed at once (~16 MB per 100k videos), and only the narrow ``summary``
+    columns (key, counters, bookkeeping, preview) stay uncompressed for checks, history and metadata.
+    ``reader()`` streams the chunks back for the write and can be called again (a commit retry replays it).
+    Chunks may differ in schema (a new API field); ``schema`` unifies them, missing columns become null.
+    """
+
+    def __init__(self, fields: dict[str, pa.DataType], extra: dict[str, object], summary: Sequence[str],
+                 chunk_rows: int = 2000) -> None:
+        self.fields, self.extra, self.chunk_rows = fields, extra, chunk_rows
+        self._summary_columns = tuple(summary)
+        self._pending: list[dict] = []
+        self._chunks: list[pa.Buffer] = []
+        self._schemas: list[pa.Schema] = []
+        self._summaries: list[pa.Table] = []
+        self.rows = 0
+
+    def extend(self, records: Iterable[dict]) -> None:
+        self._pending.extend(records)
+        if len(self._pending) >= self.chunk_rows:
+            self._flush()
+
+    def finish(self) -> None:
+        """Convert what is pending (an empty listing still yields one empty chunk, for its schema)."""
+        if self._pending or not self._chunks:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = records_to_table(self._pending, self.fields, self.extra)
+        self._pending = []
+        self.rows += table.num_rows
+        self._schemas.append(table.schema)
+        self._summaries.append(table.select([c for c in self._summary_columns if c in table.column_names]))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
+            writer.write_table(table)
+        self._chunks.append(sink.getvalue())
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.unify_schemas(self._schemas, promote_options="permissive")
+
+    def summary(self) -> pa.Table:
+        """The summary columns of every row (what checks, history rows and metadata read)."""
+        out = concat(self._summaries)
+        assert out is not None, "finish() first"
+        return out
+
+    def batches(self, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        schema = schema or self.schema
+        for chunk in self._chunks:
+            table = pa.ipc.open_stream(chunk).read_all()
+            if not table.schema.equals(schema):
+                columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
+                           else pa.nulls(table.num_rows, f.type) for f in schema]
+                table = pa.Table.from_arrays(columns, schema=schema)
+            yield from table.to_batches()
+
+    def reader(self) -> pa.RecordBatchReader:
+        schema = self.schema
+        return pa.RecordBatchReader.from_batches(schema, self.batches(schema))
+
+    def table(self) -> pa.Table:
+        schema = self.schema
+        return pa.Table.from_batches(list(self.batches(schema)), schema=schema)
 
 
 def history_rows(table: pa.Table, key: str, counters: Sequence[str], snapshot: datetime) -> pa.Table:

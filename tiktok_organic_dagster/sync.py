@@ -7,6 +7,8 @@ blocking checks run on the batch before the commit, so bad data never lands eith
 from __future__ import annotations
 
 import math
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -14,9 +16,10 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from tiktok_organic_dagster.checks import check_batch
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog, WriteResult
+from tiktok_organic_dagster.delta_catalog import CommitConflictError, DeltaCatalog, WriteResult
 from tiktok_organic_dagster.settings import SourceSettings, SyncType
 from tiktok_organic_dagster.streams import (
     TS,
@@ -25,6 +28,7 @@ from tiktok_organic_dagster.streams import (
     VIDEO_COUNTER_FIELDS,
     VIDEO_COUNTERS,
     VIDEO_FIELDS,
+    ChunkBuffer,
     concat,
     history_rows,
     records_to_table,
@@ -32,8 +36,13 @@ from tiktok_organic_dagster.streams import (
 from tiktok_organic_dagster.tiktok_client import QueryResult, TikTokClient
 from tiktok_organic_dagster.tiktok_errors import MissingScopeError
 
-# Pages are converted to Arrow in chunks: cheap per row, and the Python dicts of a chunk are freed at once.
-_CHUNK_ROWS = 2000
+# What a full sync keeps uncompressed per video: the key, counters and bookkeeping for the checks and the
+# history table, and the preview columns of the materialization (see streams.ChunkBuffer).
+SUMMARY_COLUMNS = ("id", "open_id", "create_time", "title", *VIDEO_COUNTERS, "_synced_at", "_last_seen_at")
+# Listings up to this size go to the overwrite as one Arrow table (zero-copy into delta-rs, retried by the
+# catalog); larger ones stream from the compressed buffer, which keeps ~100 MB per 100k videos off the peak.
+STREAM_MIN_ROWS = 20_000
+_log = dg.get_dagster_logger("tiktok_organic.sync")
 
 
 class BatchCheckFailed(Exception):
@@ -46,6 +55,9 @@ class BatchCheckFailed(Exception):
 
 @dataclass
 class StreamResult:
+    """What one stream's sync did. ``batch`` holds the rows read: every column for user_info and incremental
+    videos, only ``SUMMARY_COLUMNS`` for a full videos sync (the rest went to Delta from the buffer)."""
+
     sync_type: SyncType
     write: WriteResult
     history: WriteResult | None
@@ -86,10 +98,36 @@ def _validate(asset_key: dg.AssetKey, batch: pa.Table, key: str, counters: tuple
     return results
 
 
+def _delta_table(catalog: DeltaCatalog, uri: str) -> DeltaTable:
+    """Read-only access for scans the catalog has no call for (filtered reads, file statistics)."""
+    return DeltaTable(uri, storage_options=catalog.storage_options_for(uri))
+
+
+def _scan(catalog: DeltaCatalog, uri: str, ids: pa.Array | None = None) -> pa.Table:
+    """The stored rows (only those with ``ids`` if given), filtered batch by batch so a large table is
+    never held whole. (A dataset filter expression is not used: delta's file-statistics guarantees can
+    be typed string_view, which pyarrow 26 cannot compare with the string column.)"""
+    dataset = _delta_table(catalog, uri).to_pyarrow_dataset()
+    if ids is None:
+        return dataset.to_table(use_threads=False)
+    batches = [b.filter(pc.is_in(b.column("id"), value_set=ids)) for b in dataset.to_batches(use_threads=False)]
+    return pa.Table.from_batches(batches, schema=dataset.schema)
+
+
 def _cutoff_seconds(catalog: DeltaCatalog, uri: str, lookback_days: int) -> int | None:
-    """Newest known create_time minus the look-back window; None when the table is empty."""
-    known = catalog.read(uri, columns=["create_time"]).column("create_time")
-    newest = pc.max(known).as_py()
+    """Newest known create_time minus the look-back window; None when the table is empty.
+
+    The newest create_time comes from the Delta log's per-file statistics (no data file is read); only a
+    file without statistics makes us read the column.
+    """
+    dt = _delta_table(catalog, uri)
+    files = pa.table(dt.get_add_actions(flatten=True))
+    stat = "max.create_time"
+    if files.num_rows and stat in files.column_names and files.column(stat).null_count == 0:
+        newest = pc.max(files.column(stat)).as_py()
+    else:
+        known = dt.to_pyarrow_dataset().to_table(columns=["create_time"], use_threads=False)
+        newest = pc.max(known.column("create_time")).as_py()
     if newest is None:
         return None
     return int((newest - timedelta(days=lookback_days)).timestamp())
@@ -104,32 +142,132 @@ def _page_is_older(cutoff: int) -> Callable[[list[dict]], bool]:
 
 
 def _refresh_counters(
-    client: TikTokClient, catalog: DeltaCatalog, uri: str, cutoff: int, seen: set[str], now: datetime
+    client: TikTokClient, current: pa.Table, cutoff: int, listing: pa.Table, now: datetime
 ) -> tuple[pa.Table | None, dict[str, object]]:
-    """Fresh counters for known videos outside the look-back window, through video/query (20 ids a call).
+    """Fresh counters of every known video older than the look-back window, through video/query (20 ids a
+    request, ``query_parallelism`` at once under the endpoint's own budget).
 
-    Returns full rows (the table's other columns kept as they are) so one merge commits everything.
+    Returns full rows (the table's other columns as they are, fresh counters) so one merge commits
+    everything, and reports the known videos the API no longer returns: older ones video/query dropped, and
+    window ones video/list did not list. Those rows are left out of the merge, so their ``_last_seen_at``
+    stays where it was.
     """
-    current = catalog.read(uri)
     limit = pa.scalar(datetime.fromtimestamp(cutoff, timezone.utc), type=TS)
-    older = current.filter(pc.less(current.column("create_time"), limit))
-    ids = [i for i in older.column("id").to_pylist() if i not in seen]
-    if not ids:
-        return None, {"counter_refresh_ids": 0}
-    result: QueryResult = _scoped("videos", lambda: client.query_videos(ids, VIDEO_COUNTER_FIELDS))  # type: ignore[assignment]
-    fresh = records_to_table(result.videos, {c: VIDEO_FIELDS[c] for c in VIDEO_COUNTER_FIELDS},
-                             {"_synced_at": now, "_last_seen_at": now})
-    rest = older.drop_columns([c for c in (*VIDEO_COUNTERS, "_synced_at", "_last_seen_at")
-                               if c in older.column_names])
-    rows = fresh.join(rest, "id", join_type="inner")
+    unlisted = pc.invert(pc.is_in(current.column("id"), value_set=listing.column("id").combine_chunks()))
+    is_older = pc.less(current.column("create_time"), limit)
+    older = current.filter(pc.and_(is_older, unlisted))
+    window_missing = current.filter(pc.and_(pc.invert(is_older), unlisted)).column("id").to_pylist()
+    ids = older.column("id").to_pylist()
+    result = QueryResult([], [])
+    if ids:
+        result = _scoped("videos", lambda: client.query_videos(ids, VIDEO_COUNTER_FIELDS))  # type: ignore[assignment]
+    missing = sorted([*window_missing, *result.missing_ids])
     meta: dict[str, object] = {
         "counter_refresh_ids": len(ids),
         "counter_refresh_requests": math.ceil(len(ids) / 20),
-        "videos_not_returned": len(result.missing_ids),
+        "videos_not_returned": len(missing),
     }
-    if result.missing_ids:
-        meta["videos_not_returned_sample"] = ", ".join(sorted(result.missing_ids)[:10])
-    return rows, meta
+    if missing:
+        meta["videos_not_returned_sample"] = ", ".join(missing[:10])
+    if not result.videos:
+        return None, meta
+    fresh = records_to_table(result.videos, {c: VIDEO_FIELDS[c] for c in VIDEO_COUNTER_FIELDS})
+    # The listing's columns only: a stored column the listing lacks must not be nulled for its rows.
+    rest = older.select([c for c in listing.column_names if c in older.column_names and c not in VIDEO_COUNTERS
+                         and c not in ("_synced_at", "_last_seen_at")])
+    rows = rest.join(fresh, "id", join_type="inner", use_threads=False)
+    seen_now = pa.repeat(pa.scalar(now, type=TS), rows.num_rows)
+    rows = rows.append_column("_synced_at", seen_now).append_column("_last_seen_at", seen_now)
+    return rows.select([c for c in listing.column_names if c in rows.column_names]), meta
+
+
+def _differs(new: pa.ChunkedArray, old: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Null-safe 'value changed' (null -> value and value -> null count as changes)."""
+    if new.type != old.type:
+        try:
+            old = old.cast(new.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pa.chunked_array([pa.repeat(pa.scalar(True), len(new))])
+    unequal = pc.fill_null(pc.not_equal(new, old), False)
+    return pc.or_(unequal, pc.xor(pc.is_null(new), pc.is_null(old)))
+
+
+def _mark_changes(rows: pa.Table, current: pa.Table, now: datetime) -> tuple[pa.Table, int, int]:
+    """Make the merge source say exactly what the sync saw.
+
+    Every row is written on merge (``update_only_if_changed=False``), because ``_last_seen_at`` must move
+    for each video the API returned — the catalog's change detection ignores ``_`` columns and would skip
+    unchanged rows. ``_synced_at`` keeps its meaning, "payload last inserted or changed": rows whose API
+    fields all equal the stored ones keep their stored ``_synced_at``. Returns (rows, matched, changed).
+    """
+    payload = [c for c in rows.column_names if c != "id" and not c.startswith("_")]
+    stored = [c for c in payload if c in current.column_names]
+    keep = ["_synced_at"] if "_synced_at" in current.column_names else []
+    right = current.select(["id", *stored, *keep])
+    right = right.rename_columns(["id", *(f"__old_{c}" for c in right.column_names[1:])])
+    right = right.append_column("__matched", pa.repeat(pa.scalar(True), right.num_rows))
+    joined = rows.join(right, "id", join_type="left outer", use_threads=False)
+    matched = pc.fill_null(joined.column("__matched"), False)
+    changed = pa.chunked_array([pa.repeat(pa.scalar(False), joined.num_rows)])
+    for c in payload:
+        diff = _differs(joined.column(c), joined.column(f"__old_{c}")) if c in stored else pc.is_valid(joined[c])
+        changed = pc.or_(changed, diff)
+    out = joined.select(rows.column_names)
+    if keep and "_synced_at" in out.column_names:
+        unchanged = pc.and_(matched, pc.invert(changed))
+        synced = pc.if_else(unchanged, joined.column("__old__synced_at"), out.column("_synced_at"))
+        out = out.set_column(out.schema.get_field_index("_synced_at"), "_synced_at", synced)
+    n_matched = int(pc.sum(matched).as_py() or 0)
+    n_changed = int(pc.sum(pc.and_(matched, changed)).as_py() or 0)
+    return out, n_matched, n_changed
+
+
+def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str]) -> WriteResult:
+    """Write the buffered listing as one overwrite commit. A large one is streamed; the catalog does not
+    retry a stream, so a commit race lost to another writer is retried here by replaying the buffer
+    (same policy as the catalog's own retries)."""
+    if listing.rows < STREAM_MIN_ROWS:
+        return catalog.overwrite(uri, listing.table(), key=["id"], commit_info=info)
+    attempts = max(catalog.commit_retry_attempts, 1)
+    for attempt in range(1, attempts + 1):
+        try:
+            return catalog.overwrite(uri, listing.reader(), key=["id"], commit_info=info)
+        except CommitConflictError as exc:
+            if attempt == attempts:
+                raise
+            delay = catalog.commit_retry_backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            _log.warning(f"overwrite of {uri}: commit conflict (attempt {attempt}/{attempts}), replaying the "
+                         f"buffered listing in {delay:.2f}s: {str(exc).splitlines()[0]}")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _merge_window(
+    client: TikTokClient, catalog: DeltaCatalog, uri: str, batch: pa.Table, cutoff: int, now: datetime,
+    refresh_all_counters: bool, asset_key: dg.AssetKey, info: dict[str, str],
+) -> tuple[pa.Table, list[dg.AssetCheckResult], WriteResult, dict[str, object]]:
+    """Incremental: the look-back window (plus, if asked, every older video's fresh counters) in one merge."""
+    meta: dict[str, object] = {}
+    listed = batch.column("id").combine_chunks()
+    if refresh_all_counters:
+        current = _scan(catalog, uri)  # refreshed rows are rebuilt from every known video's stored row
+        refreshed, meta = _refresh_counters(client, current, cutoff, batch, now)
+        if refreshed is not None and refreshed.num_rows:
+            batch = concat([batch, refreshed])  # type: ignore[assignment]
+    else:
+        current = _scan(catalog, uri, ids=listed)
+    checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
+    batch, matched, changed = _mark_changes(batch, current, now)
+    del current
+    write = catalog.merge(uri, batch, key=["id"], commit_info=info, update_only_if_changed=False)
+    write.updated, write.unchanged = changed, matched - changed  # payload changes, not rows rewritten
+    meta["rows_seen_unchanged"] = matched - changed
+    if refresh_all_counters:
+        was_refreshed = pc.invert(pc.is_in(batch.column("id"), value_set=listed))
+        moved = pc.equal(batch.column("_synced_at"), pa.scalar(now, type=TS))
+        meta["counter_refresh_changed"] = int(pc.sum(pc.and_(was_refreshed, moved)).as_py() or 0)
+    meta["lookback_cutoff"] = datetime.fromtimestamp(cutoff, timezone.utc).isoformat()
+    return batch, checks, write, meta
 
 
 def sync_videos(
@@ -153,37 +291,23 @@ def sync_videos(
     stop = _page_is_older(cutoff) if incremental and cutoff is not None else None
 
     open_id = str(_scoped("videos", client.open_id))
-    extra = {"open_id": open_id, "_synced_at": now, "_last_seen_at": now}
-    chunks: list[pa.Table] = []
-    buffer: list[dict] = []
-    seen: set[str] = set()
+    listing = ChunkBuffer(VIDEO_FIELDS, {"open_id": open_id, "_synced_at": now, "_last_seen_at": now},
+                          SUMMARY_COLUMNS)
     fields = list(dict.fromkeys([*VIDEO_FIELDS, *cfg.extra_fields]))
-    pages = _scoped_pages("videos", client.iter_video_pages(fields, stop=stop))
-    for page in pages:
-        buffer.extend(page)
-        if len(buffer) >= _CHUNK_ROWS:
-            chunks.append(records_to_table(buffer, VIDEO_FIELDS, extra))
-            buffer = []
-    if buffer or not chunks:
-        chunks.append(records_to_table(buffer, VIDEO_FIELDS, extra))
-    batch = concat(chunks)
-    assert batch is not None
-    del chunks, buffer
-    meta: dict[str, object] = {}
-    if incremental and refresh_all_counters and cutoff is not None:
-        seen = set(batch.column("id").to_pylist())
-        refreshed, meta = _refresh_counters(client, catalog, uri, cutoff, seen, now)
-        if refreshed is not None and refreshed.num_rows:
-            batch = concat([batch, refreshed])
-            assert batch is not None
-    checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
-
+    for page in _scoped_pages("videos", client.iter_video_pages(fields, stop=stop)):
+        listing.extend(page)
+    listing.finish()
     info = _commit_info(run_id, source.name, "videos")
-    if incremental:
-        write = catalog.merge(uri, batch, key=["id"], commit_info=info)
-        meta["lookback_cutoff"] = datetime.fromtimestamp(cutoff or 0, timezone.utc).isoformat()
+    meta: dict[str, object] = {}
+    if not incremental:
+        # Full: checks on the narrow summary, then the buffered chunks go into one overwrite commit.
+        batch = listing.summary()
+        checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
+        write = _overwrite(catalog, uri, listing, info)
     else:
-        write = catalog.overwrite(uri, batch, key=["id"], commit_info=info)
+        assert cutoff is not None
+        batch, checks, write, meta = _merge_window(client, catalog, uri, listing.table(), cutoff, now,
+                                                   refresh_all_counters, asset_key, info)
     history = catalog.snapshot_merge(
         history_uri, history_rows(batch, "id", VIDEO_COUNTERS, now), key=["id"], commit_info=info
     )

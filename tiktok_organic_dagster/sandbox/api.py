@@ -104,12 +104,14 @@ class SandboxApi:
         self.fault_counter = 0
         self.request_counts: dict[str, int] = {}
         self.status_counts: dict[int, int] = {}
+        self.query_batch_sizes: list[int] = []  # ids per authorized video/query request (benchmarks/tests)
         self.reset_counts()
 
     def reset_counts(self) -> None:
         with self.lock:
             self.request_counts = {"oauth_token": 0, "user_info": 0, "video_list": 0, "video_query": 0}
             self.status_counts = {}
+            self.query_batch_sizes = []
 
     def reset_faults(self) -> None:
         with self.lock:
@@ -365,6 +367,8 @@ class SandboxApi:
         ids = filters.get("video_ids") if isinstance(filters, dict) else None
         if not isinstance(ids, list) or not ids:
             raise ApiError("invalid_params", "filters.video_ids is required.")
+        with self.lock:
+            self.query_batch_sizes.append(len(ids))
         if len(ids) > _MAX_IDS:
             raise ApiError("invalid_params", f"At most {_MAX_IDS} video_ids are allowed.")
         if not all(isinstance(i, str) and i.isdigit() for i in ids):

@@ -267,6 +267,11 @@ class SandboxServer:
         with self.api.lock:
             return dict(self.api.status_counts)
 
+    def query_batch_sizes(self) -> list[int]:
+        """Number of ids in each authorized video/query request since the last ``reset_counts()``."""
+        with self.api.lock:
+            return list(self.api.query_batch_sizes)
+
     def reset_counts(self) -> None:
         self.api.reset_counts()
 

@@ -1,0 +1,152 @@
+"""Plumbing shared by the scenarios: run one measurement in a fresh worker process against a sandbox.
+
+Each measured run gets its own environment: the sandbox URL and credentials, a Delta root and a token
+store. Before every run the stored access token is marked expired, so every measured run pays the token
+refresh a daily schedule pays (TikTok access tokens live 24 h); the rotated refresh token is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.sandbox_proc import SandboxProcess
+from tiktok_organic_dagster.token_store import TokenStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = "tiktok_organic"
+CLIENT_RESOURCE = f"{SOURCE}_tiktok"
+VIDEOS_OP = f"{SOURCE}__videos"
+FULL_JOB = f"{SOURCE}_full_sync"
+SYNC_JOB = f"{SOURCE}_sync"
+# BENCH_PROFILE_DIR=<dir>: every worker writes a pyinstrument profile there (needs pyinstrument installed).
+PROFILE_DIR = Path(os.environ["BENCH_PROFILE_DIR"]) if os.environ.get("BENCH_PROFILE_DIR") else None
+
+
+@dataclass
+class Measurement:
+    """One worker run: wall time (after imports), peak RSS of the worker, requests the sandbox counted."""
+
+    wall_s: float
+    peak_rss_mb: float
+    import_s: float
+    requests: dict[str, int]
+    statuses: dict[str, int]
+    query_batch_sizes: list[int]
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    def floor_s(self, latency_ms: float, query_parallelism: int = 1) -> float:
+        """Sequential requests x latency; parallel video/query batches count once per wave."""
+        sequential = sum(n for ep, n in self.requests.items() if ep != "video_query")
+        waves = math.ceil(self.requests.get("video_query", 0) / max(query_parallelism, 1))
+        return (sequential + waves) * latency_ms / 1000.0
+
+
+class Workspace:
+    """Temporary directories for lakes, token stores and worker logs; removed by ``close()``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._n = 0
+
+    def new_dir(self, label: str) -> Path:
+        self._n += 1
+        path = self.root / f"{self._n:03d}-{label}"
+        path.mkdir()
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Target:
+    """Where one account's syncs write: a Delta root and a token store, reused across its runs."""
+
+    lake: Path
+    token_store: Path
+
+    def fresh_lake(self, workspace: Workspace, label: str) -> Target:
+        return replace(self, lake=workspace.new_dir(label) / "lake")
+
+
+def expire_stored_access_token(path: Path) -> None:
+    """Mark the stored access token expired (keeps the rotated refresh token): the next run refreshes."""
+    if not path.exists():
+        return
+    store = TokenStore(path)
+    with store.locked():
+        for key, entry in store.read_all().items():
+            store.put(key, replace(entry, access_refresh_after=0.0, access_expires_at=0.0))
+
+
+def client_override(env: dict[str, str], **fields: Any) -> dict[str, Any]:
+    """Run config replacing the client resource's config (a resource override replaces *all* its values,
+    so the secrets are re-declared as env references, never as values)."""
+    config: dict[str, Any] = {
+        "client_id": {"env": "TIKTOK_CLIENT_ID"},
+        "client_secret": {"env": "TIKTOK_CLIENT_SECRET"},
+        "refresh_token": {"env": "TIKTOK_REFRESH_TOKEN"},
+        "api_base_url": env["TIKTOK_API_BASE_URL"],
+        "token_store_key": SOURCE,
+        **fields,
+    }
+    return {CLIENT_RESOURCE: {"config": config}}
+
+
+def full_refresh_ops() -> dict[str, Any]:
+    return {f"{SOURCE}__{s}": {"config": {"full_refresh": True}} for s in ("user_info", "videos")}
+
+
+def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, kind: str = "job",
+            job: str = FULL_JOB, run_config: dict[str, Any] | None = None, trace: bool = False,
+            expire_token: bool = True) -> Measurement:
+    """Run one worker process and return what it and the sandbox measured."""
+    if expire_token:
+        expire_stored_access_token(target.token_store)
+    sandbox.reset_counts()
+    env = {**os.environ, **sandbox.env, "TIKTOK_DELTA_ROOT": str(target.lake),
+           "TIKTOK_TOKEN_STORE": str(target.token_store), "PYTHONHASHSEED": "0"}
+    env.pop("TIKTOK_ORGANIC_CONFIG", None)
+    if run_config is not None and job == FULL_JOB and "ops" not in run_config:
+        run_config = {**run_config, "ops": full_refresh_ops()}  # explicit run config replaces the job's
+    spec = {"kind": kind, "job": job, "run_config": run_config, "trace": trace,
+            "profile": str(PROFILE_DIR / f"{target.lake.parent.name}.txt") if PROFILE_DIR else None}
+    log = target.token_store.parent / f"worker-{kind}.log"
+    with open(log, "a") as stderr:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,
+                              stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}); see {log}")
+    out = json.loads(lines[-1])
+    if not out.get("success"):
+        raise RuntimeError(f"benchmark run of {job} failed: {out.get('error')} (log: {log})")
+    counts = sandbox.counts()
+    extra = {k: v for k, v in out.items() if k in ("pages", "videos", "sends")}
+    return Measurement(out["wall_s"], out["peak_rss_mb"], out["import_s"], counts["requests"],
+                       counts["statuses"], counts["query_batch_sizes"], out.get("meta", {}), extra)
+
+
+def lookback_requests(create_times_before: list[int], create_times_after: list[int], days: int) -> int:
+    """Token + user/info + video/list pages up to the first page wholly older than the look-back window."""
+    cutoff = create_times_before[0] - days * 86400
+    pages = 0
+    for start in range(0, len(create_times_after), 20):
+        pages += 1
+        if all(t < cutoff for t in create_times_after[start:start + 20]):
+            break
+    return 2 + pages
