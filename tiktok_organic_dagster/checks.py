@@ -98,7 +98,11 @@ def build_monotonic_check(
         uri = catalog.table_uri(*table_path)
         if not catalog.exists(uri):
             return dg.AssetCheckResult(passed=True, metadata={"note": "history table not created yet"})
-        history = catalog.read(uri, columns=[key, "snapshot_date", *counters])
+        # Only the two newest snapshot days matter: reading the whole history would grow every day.
+        days = pc.unique(catalog.read(uri, columns=["snapshot_date"]).column("snapshot_date")).to_pylist()
+        recent = sorted(d for d in days if d is not None)[-2:]
+        history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
+                               filter=pc.field("snapshot_date").isin(recent))
         drops = count_decreases(history, key, counters)
         return dg.AssetCheckResult(
             passed=not any(drops.values()),

@@ -63,6 +63,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import PrivateAttr, field_validator
@@ -248,8 +249,10 @@ class DeltaCatalog(dg.ConfigurableResource):
         return int(sum(counts))
 
     def read(self, uri: str, *, version: int | None = None, as_of: datetime | None = None,
-             columns: list[str] | None = None) -> pa.Table:
-        """Read a table (optionally an older version); raises VersionNotAvailableError outside retention."""
+             columns: list[str] | None = None, filter: pc.Expression | None = None) -> pa.Table:  # noqa: A002
+        """Read a table (optionally an older version); raises VersionNotAvailableError outside retention.
+
+        ``filter`` prunes files by their statistics before reading rows (e.g. recent snapshot dates)."""
         if version is not None and as_of is not None:
             raise ValueError("pass either version or as_of, not both")
         if not self.exists(uri):
@@ -269,7 +272,7 @@ class DeltaCatalog(dg.ConfigurableResource):
                 raise VersionNotAvailableError(
                     f"as_of {as_of.isoformat()} is before the oldest retained commit of {uri}{oldest}")
         try:
-            return dt.to_pyarrow_dataset().to_table(columns=columns, use_threads=False)
+            return dt.to_pyarrow_dataset().to_table(columns=columns, filter=filter, use_threads=False)
         except FileNotFoundError as exc:
             raise VersionNotAvailableError(
                 f"data files of version {dt.version()} of {uri} were removed by vacuum (outside the "
