@@ -85,6 +85,26 @@ def _wire_type(dtype: pa.DataType) -> pa.DataType:
     return pa.int64() if dtype == TS else dtype  # the API sends create_time as Unix seconds
 
 
+class ApiFieldError(ValueError):
+    """The API answered a value of the wrong type for a documented field: name it instead of a bare Arrow error."""
+
+
+def _bad_field(records: Sequence[dict], fields: dict[str, pa.DataType]) -> ApiFieldError:
+    for name, dtype in fields.items():
+        for rec in records:
+            value = rec.get(name)
+            try:
+                pa.array([value], type=_wire_type(dtype))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                ident = rec.get("id") or rec.get("open_id") or "?"
+                return ApiFieldError(
+                    f"TikTok returned {type(value).__name__} {str(value)[:40]!r} for field '{name}' of record "
+                    f"{ident} (expected {dtype}); nothing was written. If TikTok changed this field's type, "
+                    "report it — the table schema would have to change with it."
+                )
+    return ApiFieldError("TikTok returned a record that does not fit the documented field types")
+
+
 def records_to_table(
     records: Sequence[dict],
     fields: dict[str, pa.DataType],
@@ -103,7 +123,10 @@ def records_to_table(
                     seen.add(k)
                     unknown.append(k)
     wire = pa.struct([(name, _wire_type(dtype)) for name, dtype in fields.items()])
-    parsed = pa.Table.from_struct_array(pa.array(records, type=wire))
+    try:
+        parsed = pa.Table.from_struct_array(pa.array(records, type=wire))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise _bad_field(records, fields) from exc
     arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name, dtype in fields.items():
         column = parsed.column(name)
