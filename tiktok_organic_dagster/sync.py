@@ -270,6 +270,12 @@ def _merge_window(
     return batch, checks, write, meta
 
 
+def _table_uris(catalog: DeltaCatalog, source: SourceSettings, stream: str) -> tuple[str, str]:
+    cfg = source.streams[stream]
+    table = source.table_name(stream)
+    return catalog.table_uri(cfg.layer, cfg.folder, table), catalog.table_uri(cfg.layer, cfg.folder, table + "_history")
+
+
 def sync_videos(
     client: TikTokClient,
     catalog: DeltaCatalog,
@@ -283,8 +289,7 @@ def sync_videos(
 ) -> StreamResult:
     cfg = source.streams["videos"]
     now = now or datetime.now(timezone.utc)
-    uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("videos"))
-    history_uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("videos") + "_history")
+    uri, history_uri = _table_uris(catalog, source, "videos")
     incremental = cfg.sync_type is SyncType.INCREMENTAL and not full_refresh and catalog.exists(uri)
     cutoff = _cutoff_seconds(catalog, uri, cfg.lookback_days) if incremental else None
     incremental = incremental and cutoff is not None
@@ -327,8 +332,7 @@ def sync_user_info(
 ) -> StreamResult:
     cfg = source.streams["user_info"]
     now = now or datetime.now(timezone.utc)
-    uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("user_info"))
-    history_uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name("user_info") + "_history")
+    uri, history_uri = _table_uris(catalog, source, "user_info")
     fields = list(dict.fromkeys([*USER_FIELDS, *cfg.extra_fields]))
     user = _scoped("user_info", lambda: client.user_info(fields))
     batch = records_to_table([user], USER_FIELDS, {"_synced_at": now})  # type: ignore[list-item]
