@@ -10,6 +10,7 @@ evaluations. Checks that need history (counters going down, schema changes) run 
 from collections.abc import Sequence
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -68,7 +69,7 @@ def count_decreases(history: pa.Table, key: str, counters: Sequence[str]) -> dic
     """Per counter, how many keys read lower in their latest snapshot than in the one before."""
     if history.num_rows == 0:
         return {c: 0 for c in counters}
-    frame = history.select([key, "snapshot_date", *counters]).to_pandas()
+    frame: pd.DataFrame = history.select([key, "snapshot_date", *counters]).to_pandas()
     frame = frame.sort_values([key, "snapshot_date"])
     latest = frame.groupby(key).tail(2)
     prev = latest.groupby(key).shift(1)
