@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-token-env", default="TIKTOK_REFRESH_TOKEN",
                    help="env var the source reads its refresh token from (for the instructions printed)")
     p.add_argument("--scopes", default=",".join(DEFAULT_SCOPES), help="comma-separated scopes to request")
-    p.add_argument("--code", default=None, help="authorization code (skips the prompt and the state check)")
+    p.add_argument("--code", default=None,
+                   help="authorization code (skips the prompt and the state check); write --code=VALUE, "
+                        "as codes may start with '-'")
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
     return p
 

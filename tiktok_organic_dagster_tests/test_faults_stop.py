@@ -43,7 +43,7 @@ def _reauthorize(server, env, scopes=DEFAULT_SCOPES) -> None:
     code = server.issue_authorization_code()
     out = io.StringIO()
     with patched_env(env):
-        assert authorize.main(["--redirect-uri", "https://example.test/cb", "--code", code,
+        assert authorize.main(["--redirect-uri", "https://example.test/cb", f"--code={code}",
                                "--api-base-url", server.base_url], stdout=out) == 0
     assert "Authorized" in out.getvalue()
 

@@ -113,7 +113,7 @@ def test_no_secret_in_anything_the_project_writes_or_prints(sandbox_factory, tmp
             failed = run(SYNC, env, server, instance)  # the error path must not leak either
             assert not failed.success and "re-authorize" in failure_text(failed)
             code = server.issue_authorization_code()
-            assert authorize.main(["--redirect-uri", "https://example.test/cb", "--code", code,
+            assert authorize.main(["--redirect-uri", "https://example.test/cb", f"--code={code}",
                                    "--api-base-url", server.base_url]) == 0
             assert run(SYNC, env, server, instance).success
             for result in (first, failed):
