@@ -305,17 +305,25 @@ class DeltaCatalog(dg.ConfigurableResource):
         return None
 
     # ----------------------------------------------------------------------------------- writes
-    def overwrite(self, uri: str, data: pa.Table | pa.RecordBatchReader, *, key: list[str] | None,
-                  commit_info: dict[str, str]) -> WriteResult:
-        """Replace the table's rows and schema in one commit; a RecordBatchReader is streamed."""
+    def overwrite(self, uri: str,
+                  data: pa.Table | pa.RecordBatchReader | Callable[[], pa.RecordBatchReader], *,
+                  key: list[str] | None, commit_info: dict[str, str]) -> WriteResult:
+        """Replace the table's rows and schema in one commit; a RecordBatchReader is streamed.
+
+        A callable returning a fresh reader is a replayable stream: it is called once per commit attempt,
+        so a commit race lost to another writer is retried like a Table. A bare reader can be consumed only
+        once, so its commit is not retried."""
         started = time.monotonic()
         meta = self._commit_metadata(commit_info, SYNC_FULL)
-        if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
-            raise TypeError(f"overwrite data must be a pyarrow Table or RecordBatchReader, got {type(data)}")
-        schema = maint.normalize_schema(data.schema)
+        replay = None if isinstance(data, (pa.Table, pa.RecordBatchReader)) or not callable(data) else data
+        first = replay() if replay is not None else data
+        if not isinstance(first, (pa.Table, pa.RecordBatchReader)):
+            raise TypeError(f"overwrite data must be a pyarrow Table or RecordBatchReader, got {type(first)}")
+        schema = maint.normalize_schema(first.schema)
         keys = maint.check_keys(schema, key or [], "key")
-        streamed = isinstance(data, pa.RecordBatchReader)
-        table = None if streamed else maint.cast_to(data, schema)
+        streamed = isinstance(first, pa.RecordBatchReader)
+        table = None if streamed else maint.cast_to(first, schema)
+        unused = [first]  # the source of the first attempt; later attempts replay
         self._prepare_local(uri)
 
         def attempt() -> tuple[int, int, maint.Counts]:
@@ -323,7 +331,8 @@ class DeltaCatalog(dg.ConfigurableResource):
             if dt is not None:
                 maint.ensure_retention(dt, self.delta_log_retention_days, self._maint_props())
             before = maint.previous_keys(dt, keys)
-            tap = maint.KeyTap(data, schema, keys) if streamed else None
+            source = unused.pop() if unused else (replay() if replay is not None else first)
+            tap = maint.KeyTap(source, schema, keys) if streamed else None
             if tap is not None:
                 payload: Any = pa.RecordBatchReader.from_batches(schema, tap.batches())
                 extra: dict[str, int] = {}  # counts of a stream are only known after the commit
@@ -353,7 +362,7 @@ class DeltaCatalog(dg.ConfigurableResource):
             return version, tap.rows if tap else table.num_rows, counts
 
         (version, rows, (ins, upd, dele)), attempts = self._with_retry(
-            "overwrite", uri, attempt, attempts=1 if streamed else None)
+            "overwrite", uri, attempt, attempts=1 if streamed and replay is None else None)
         return WriteResult(uri, version, rows, ins, upd, dele, 0 if ins is not None else None, SYNC_FULL,
                            round(time.monotonic() - started, 4), attempts)
 

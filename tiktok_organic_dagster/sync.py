@@ -7,8 +7,6 @@ blocking checks run on the batch before the commit, so bad data never lands eith
 from __future__ import annotations
 
 import math
-import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,7 +17,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from tiktok_organic_dagster.checks import check_batch
-from tiktok_organic_dagster.delta_catalog import CommitConflictError, DeltaCatalog, WriteResult
+from tiktok_organic_dagster.delta_catalog import DeltaCatalog, WriteResult
 from tiktok_organic_dagster.settings import SourceSettings, SyncType
 from tiktok_organic_dagster.streams import (
     TS,
@@ -42,7 +40,6 @@ SUMMARY_COLUMNS = ("id", "open_id", "create_time", "title", *VIDEO_COUNTERS, "_s
 # Listings up to this size go to the overwrite as one Arrow table (zero-copy into delta-rs, retried by the
 # catalog); larger ones stream from the compressed buffer, which keeps ~100 MB per 100k videos off the peak.
 STREAM_MIN_ROWS = 20_000
-_log = dg.get_dagster_logger("tiktok_organic.sync")
 
 
 class BatchCheckFailed(Exception):
@@ -223,23 +220,10 @@ def _mark_changes(rows: pa.Table, current: pa.Table, now: datetime) -> tuple[pa.
 
 
 def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str]) -> WriteResult:
-    """Write the buffered listing as one overwrite commit. A large one is streamed; the catalog does not
-    retry a stream, so a commit race lost to another writer is retried here by replaying the buffer
-    (same policy as the catalog's own retries)."""
-    if listing.rows < STREAM_MIN_ROWS:
-        return catalog.overwrite(uri, listing.table(), key=["id"], commit_info=info)
-    attempts = max(catalog.commit_retry_attempts, 1)
-    for attempt in range(1, attempts + 1):
-        try:
-            return catalog.overwrite(uri, listing.reader(), key=["id"], commit_info=info)
-        except CommitConflictError as exc:
-            if attempt == attempts:
-                raise
-            delay = catalog.commit_retry_backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-            _log.warning(f"overwrite of {uri}: commit conflict (attempt {attempt}/{attempts}), replaying the "
-                         f"buffered listing in {delay:.2f}s: {str(exc).splitlines()[0]}")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """Write the buffered listing as one overwrite commit: a small one as a Table, a large one streamed from
+    the buffer (``listing.reader`` replays it, so the catalog can retry a lost commit race)."""
+    source = listing.table() if listing.rows < STREAM_MIN_ROWS else listing.reader
+    return catalog.overwrite(uri, source, key=["id"], commit_info=info)
 
 
 def _merge_window(
