@@ -279,6 +279,26 @@ class DeltaCatalog(dg.ConfigurableResource):
                 f"{self.delta_log_retention_days}-day retention)"
             ) from exc
 
+    def read_keys(self, uri: str, key: str, values: pa.Array) -> pa.Table:
+        """The stored rows whose ``key`` is in ``values``, filtered batch by batch so a large table is never
+        held whole. (Not a dataset filter expression: delta's file-statistics guarantees can be typed
+        string_view, which pyarrow 26 cannot compare with a string column.)"""
+        dataset = self._open(uri).to_pyarrow_dataset()
+        batches = [b.filter(pc.is_in(b.column(key), value_set=values))
+                   for b in dataset.to_batches(use_threads=False)]
+        return pa.Table.from_batches(batches, schema=dataset.schema)
+
+    def max_value(self, uri: str, column: str) -> Any:
+        """Largest value of ``column``, from the log's per-file statistics when every file has them (no data
+        file is read); otherwise from the column itself. None for an empty table."""
+        dt = self._open(uri)
+        files = pa.table(dt.get_add_actions(flatten=True))
+        stat = f"max.{column}"
+        if files.num_rows and stat in files.column_names and files.column(stat).null_count == 0:
+            return pc.max(files.column(stat)).as_py()
+        known = dt.to_pyarrow_dataset().to_table(columns=[column], use_threads=False)
+        return pc.max(known.column(column)).as_py()
+
     def history(self, uri: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first: version, timestamp (UTC), operation, sync_type, run_id, counts, metadata."""
         return [maint.normalize_history_entry(e) for e in self._open(uri).history(limit)

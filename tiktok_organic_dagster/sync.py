@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from tiktok_organic_dagster.checks import check_batch
 from tiktok_organic_dagster.delta_catalog import DeltaCatalog, WriteResult
@@ -95,36 +94,9 @@ def _validate(asset_key: dg.AssetKey, batch: pa.Table, key: str, counters: tuple
     return results
 
 
-def _delta_table(catalog: DeltaCatalog, uri: str) -> DeltaTable:
-    """Read-only access for scans the catalog has no call for (filtered reads, file statistics)."""
-    return DeltaTable(uri, storage_options=catalog.storage_options_for(uri))
-
-
-def _scan(catalog: DeltaCatalog, uri: str, ids: pa.Array | None = None) -> pa.Table:
-    """The stored rows (only those with ``ids`` if given), filtered batch by batch so a large table is
-    never held whole. (A dataset filter expression is not used: delta's file-statistics guarantees can
-    be typed string_view, which pyarrow 26 cannot compare with the string column.)"""
-    dataset = _delta_table(catalog, uri).to_pyarrow_dataset()
-    if ids is None:
-        return dataset.to_table(use_threads=False)
-    batches = [b.filter(pc.is_in(b.column("id"), value_set=ids)) for b in dataset.to_batches(use_threads=False)]
-    return pa.Table.from_batches(batches, schema=dataset.schema)
-
-
 def _cutoff_seconds(catalog: DeltaCatalog, uri: str, lookback_days: int) -> int | None:
-    """Newest known create_time minus the look-back window; None when the table is empty.
-
-    The newest create_time comes from the Delta log's per-file statistics (no data file is read); only a
-    file without statistics makes us read the column.
-    """
-    dt = _delta_table(catalog, uri)
-    files = pa.table(dt.get_add_actions(flatten=True))
-    stat = "max.create_time"
-    if files.num_rows and stat in files.column_names and files.column(stat).null_count == 0:
-        newest = pc.max(files.column(stat)).as_py()
-    else:
-        known = dt.to_pyarrow_dataset().to_table(columns=["create_time"], use_threads=False)
-        newest = pc.max(known.column("create_time")).as_py()
+    """Newest known create_time minus the look-back window; None when the table is empty."""
+    newest = catalog.max_value(uri, "create_time")
     if newest is None:
         return None
     return int((newest - timedelta(days=lookback_days)).timestamp())
@@ -234,12 +206,12 @@ def _merge_window(
     meta: dict[str, object] = {}
     listed = batch.column("id").combine_chunks()
     if refresh_all_counters:
-        current = _scan(catalog, uri)  # refreshed rows are rebuilt from every known video's stored row
+        current = catalog.read(uri)  # refreshed rows are rebuilt from every known video's stored row
         refreshed, meta = _refresh_counters(client, current, cutoff, batch, now)
         if refreshed is not None and refreshed.num_rows:
             batch = concat([batch, refreshed])  # type: ignore[assignment]
     else:
-        current = _scan(catalog, uri, ids=listed)
+        current = catalog.read_keys(uri, "id", listed)
     checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
     batch, matched, changed = _mark_changes(batch, current, now)
     del current

@@ -433,3 +433,17 @@ def test_last_full_sync_survives_log_cleanup(tmp_path):
     assert all(h.get("sync_type") != "full" for h in catalog.history(uri))
     remembered = catalog.last_commit_time(uri, sync_type="full")
     assert remembered is not None and abs((remembered - full_at).total_seconds()) < 1
+
+
+def test_read_keys_and_max_value(tmp_path):
+    from datetime import datetime, timezone
+
+    catalog = DeltaCatalog(root_uri=str(tmp_path))
+    uri = catalog.table_uri("raw", "f", "videos")
+    times = [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (3, 9, 5)]
+    catalog.overwrite(uri, pa.table({"id": pa.array(["a", "b", "c"]),
+                                     "create_time": pa.array(times, pa.timestamp("us", tz="UTC"))}),
+                      key=["id"], commit_info={})
+    assert catalog.max_value(uri, "create_time") == times[1]
+    rows = catalog.read_keys(uri, "id", pa.array(["c", "a", "zz"]))
+    assert sorted(rows.column("id").to_pylist()) == ["a", "c"]
