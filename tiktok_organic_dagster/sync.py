@@ -66,12 +66,16 @@ def _commit_info(run_id: str, source: str, stream: str) -> dict[str, str]:
     return {"tiktok_organic.run_id": run_id, "tiktok_organic.source": source, "tiktok_organic.stream": stream}
 
 
-def _scoped(stream: str, call: Callable[[], object]) -> object:
+def _for_stream(exc: MissingScopeError, stream: str) -> MissingScopeError:
     """Name the stream in scope errors: the user must know what to re-authorize for."""
+    return MissingScopeError(exc.scope, f"stream '{stream}' cannot sync: {exc}")
+
+
+def _scoped(stream: str, call: Callable[[], object]) -> object:
     try:
         return call()
     except MissingScopeError as exc:
-        raise MissingScopeError(exc.scope, f"stream '{stream}' cannot sync: {exc}") from None
+        raise _for_stream(exc, stream) from None
 
 
 def _scoped_pages(stream: str, pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
@@ -79,7 +83,7 @@ def _scoped_pages(stream: str, pages: Iterator[list[dict]]) -> Iterator[list[dic
     try:
         yield from pages
     except MissingScopeError as exc:
-        raise MissingScopeError(exc.scope, f"stream '{stream}' cannot sync: {exc}") from None
+        raise _for_stream(exc, stream) from None
 
 
 def _validate(asset_key: dg.AssetKey, batch: pa.Table, key: str, counters: tuple[str, ...]) -> list:
