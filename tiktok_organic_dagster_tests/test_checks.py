@@ -75,6 +75,10 @@ def test_count_decreases_compares_each_keys_last_two_snapshots():
     })
     assert count_decreases(history, "id", ("view_count", "like_count")) == {"view_count": 1, "like_count": 0}
     assert count_decreases(history.slice(0, 0), "id", ("view_count",)) == {"view_count": 0}
+    shuffled = history.take([5, 3, 0, 4, 2, 1])  # order of rows in the table must not matter
+    assert count_decreases(shuffled, "id", ("view_count", "like_count")) == {"view_count": 1, "like_count": 0}
+    assert count_decreases(history.slice(3, 2), "id", ("view_count",)) == {"view_count": 1}  # b alone
+    assert count_decreases(history.slice(0, 2), "id", ("view_count",)) == {"view_count": 1}  # a: 5 -> 1
 
 
 def test_monotonic_check_warns_when_views_drop_between_days(tmp_path):
