@@ -38,9 +38,10 @@ Without ``maintain()`` nothing is vacuumed (delta's own hook only trims expired 
 100-commit checkpoints).
 
 Concurrency: merges/overwrites retry ``CommitFailedError`` (re-open, exponential backoff + jitter,
-``commit_retry_attempts``); merges are idempotent on keys. A streamed overwrite cannot be replayed
-and fails on the first conflict. (Memory of a streamed overwrite: the catalog keeps only the key
-column; delta-rs buffers up to one data file before flushing.) S3 needs no lock service: delta-rs
+``commit_retry_attempts``); merges are idempotent on keys. A streamed overwrite from a bare reader
+cannot be replayed and fails on the first conflict (pass a callable returning a fresh reader to get
+retries). Memory of a streamed overwrite: the catalog keeps the key column and one Parquet row group
+(``delta_stream_writer``; delta-rs's own writer would hold the whole stream). S3 needs no lock service: delta-rs
 >= 1.6.1 commits with conditional put (``If-None-Match``); the DynamoDB log store was removed. For
 MinIO/R2 set ``storage_options={"aws_conditional_put": "etag"}``.
 
@@ -65,7 +66,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import create_table_with_add_actions
 from pydantic import PrivateAttr, field_validator
 
 from . import delta_maintenance as maint
@@ -78,6 +81,7 @@ from .delta_maintenance import (  # noqa: F401  (errors re-exported for callers)
     DeltaCatalogError,
     VersionNotAvailableError,
 )
+from .delta_stream_writer import write_files
 
 SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT = "full", "incremental", "snapshot"
 SYNC_TYPES = (SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT)
@@ -352,39 +356,58 @@ class DeltaCatalog(dg.ConfigurableResource):
                 maint.ensure_retention(dt, self.delta_log_retention_days, self._maint_props())
             before = maint.previous_keys(dt, keys)
             source = unused.pop() if unused else (replay() if replay is not None else first)
-            tap = maint.KeyTap(source, schema, keys) if streamed else None
-            if tap is not None:
-                payload: Any = pa.RecordBatchReader.from_batches(schema, tap.batches())
-                extra: dict[str, int] = {}  # counts of a stream are only known after the commit
-            else:
-                payload = table
-                after = maint.unique_keys([table], keys) if keys else None
-                counts = maint.key_diff(before, after, dt is None, table.num_rows)
-                extra = maint.count_metadata(table.num_rows, *counts)
+            txn = Transaction(FULL_SYNC_APP_ID, time.time_ns() // 1_000_000)
+            if streamed:
+                return self._overwrite_stream(uri, dt, maint.KeyTap(source, schema, keys), before, meta, txn)
+            after = maint.unique_keys([table], keys) if keys else None
+            counts = maint.key_diff(before, after, dt is None, table.num_rows)
             # writing through the loaded table saves a log replay and keeps the key diff exact: a commit
             # by someone else after `dt` was loaded becomes a conflict (retried) instead of a wrong diff
             target: Any = dt if dt is not None else uri
-            try:
-                write_deltalake(target, payload, mode="overwrite", schema_mode="overwrite",
-                                configuration=None if dt else self._retention_config(),
-                                storage_options=self.storage_options_for(uri),
-                                commit_properties=CommitProperties(
-                                    custom_metadata={**meta, **extra},
-                                    app_transactions=[Transaction(FULL_SYNC_APP_ID, time.time_ns() // 1_000_000)]))
-            except Exception:
-                if tap is not None and tap.error is not None:
-                    raise tap.error from None  # the source's own error; the table is untouched
-                raise
-            if tap is not None:
-                after = maint.unique_keys(tap.key_chunks, keys) if keys else None
-                counts = maint.key_diff(before, after, dt is None, tap.rows)
+            write_deltalake(target, table, mode="overwrite", schema_mode="overwrite",
+                            configuration=None if dt else self._retention_config(),
+                            storage_options=self.storage_options_for(uri),
+                            commit_properties=CommitProperties(
+                                custom_metadata={**meta, **maint.count_metadata(table.num_rows, *counts)},
+                                app_transactions=[txn]))
             version = dt.version() if dt is not None else self._open(uri).version()
-            return version, tap.rows if tap else table.num_rows, counts
+            return version, table.num_rows, counts
 
         (version, rows, (ins, upd, dele)), attempts = self._with_retry(
             "overwrite", uri, attempt, attempts=1 if streamed and replay is None else None)
         return WriteResult(uri, version, rows, ins, upd, dele, 0 if ins is not None else None, SYNC_FULL,
                            round(time.monotonic() - started, 4), attempts)
+
+    def _overwrite_stream(self, uri: str, dt: DeltaTable | None, tap: maint.KeyTap, before: pa.Array | None,
+                          meta: dict[str, Any], txn: Transaction) -> tuple[int, int, maint.Counts]:
+        """Parquet files written as the stream arrives (see delta_stream_writer), then one commit that
+        replaces every current file: the stream's counts are known before it, so they go in its info."""
+        try:
+            actions = write_files(uri, self.storage_options_for(uri), tap.schema, tap.batches())
+        except Exception:
+            if tap.error is not None:
+                raise tap.error from None  # the source's own error; the table is untouched
+            raise
+        after = maint.unique_keys(tap.key_chunks, tap.keys) if tap.keys else None
+        counts = maint.key_diff(before, after, dt is None, tap.rows)
+        props = CommitProperties(custom_metadata={**meta, **maint.count_metadata(tap.rows, *counts)},
+                                 app_transactions=[txn])
+        if dt is not None:
+            dt.create_write_transaction(actions, mode="overwrite", schema=tap.schema, commit_properties=props)
+        else:
+            self._create_with(uri, tap.schema, actions, props)
+        # (unlike write_deltalake, create_write_transaction does not move `dt` to the new version)
+        return self._open(uri).version(), tap.rows, counts
+
+    def _create_with(self, uri: str, schema: pa.Schema, actions: list[Any], props: CommitProperties) -> None:
+        try:
+            create_table_with_add_actions(uri, DeltaSchema.from_arrow(schema), actions, mode="error",
+                                          configuration=self._retention_config(),
+                                          storage_options=self.storage_options_for(uri), commit_properties=props)
+        except DeltaError as exc:
+            if "already exists" not in str(exc):
+                raise
+            raise CommitFailedError(f"table was created concurrently: {exc}") from exc
 
     def merge(self, uri: str, data: pa.Table, *, key: list[str], commit_info: dict[str, str],
               update_only_if_changed: bool = True) -> WriteResult:

@@ -52,6 +52,23 @@ def test_s3_write_merge_read_history(catalog: DeltaCatalog, s3_root: str, s3_ser
     assert any(k.endswith("_delta_log/00000000000000000002.json") for k in keys)
 
 
+def test_s3_streamed_overwrite_creates_and_replaces(catalog: DeltaCatalog, s3_server: S3Server) -> None:
+    """The streamed path writes its own Parquet files through delta-rs's object store, then commits them."""
+    uri = catalog.table_uri("bronze", "tiktok", "videos_streamed")
+    first = videos([str(i) for i in range(30)], list(range(30)))
+    created = catalog.overwrite(uri, lambda: first.to_reader(max_chunksize=7), key=["id"], commit_info={})
+    assert (created.version, created.rows_written, created.inserted) == (0, 30, 30)
+    second = videos([str(i) for i in range(20, 45)], list(range(25)))
+    replaced = catalog.overwrite(uri, lambda: second.to_reader(max_chunksize=7), key=["id"], commit_info={})
+    assert (replaced.version, replaced.inserted, replaced.updated, replaced.deleted) == (1, 15, 10, 20)
+    out = catalog.read(uri)
+    assert sorted(out.column("id").to_pylist(), key=int) == [str(i) for i in range(20, 45)]
+    assert catalog.row_count(uri) == 25 and catalog.max_value(uri, "view_count") == 24
+    assert catalog.read(uri, version=0).num_rows == 30
+    keys = s3_server.list_keys(uri.removeprefix(f"s3://{s3_server.bucket}/"))
+    assert sum(k.endswith(".parquet") and "_delta_log" not in k for k in keys) == 2
+
+
 def test_s3_failing_stream_leaves_previous_version(catalog: DeltaCatalog) -> None:
     uri = catalog.table_uri("bronze", "tiktok", "videos")
     catalog.overwrite(uri, videos(["1"], [1]), key=["id"], commit_info={})
