@@ -195,6 +195,12 @@ def _mark_changes(rows: pa.Table, current: pa.Table, now: datetime) -> tuple[pa.
     return out, n_matched, n_changed
 
 
+def _release_arrow_memory() -> None:
+    """Hand the allocator's cached blocks back to the OS between phases: Arrow's pool keeps what paging and
+    the write freed (~10-30 MB at 100k videos), which would otherwise sit under every later phase's peak."""
+    pa.default_memory_pool().release_unused()
+
+
 def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str]) -> WriteResult:
     """Write the buffered listing as one overwrite commit: a small one as a Table, a large one streamed from
     the buffer (``listing.reader`` replays it, so the catalog can retry a lost commit race)."""
@@ -262,6 +268,7 @@ def sync_videos(
     for page in _scoped_pages("videos", client.iter_video_pages(fields, stop=stop)):
         listing.extend(page)
     listing.finish()
+    _release_arrow_memory()
     info = _commit_info(run_id, source.name, "videos")
     meta: dict[str, object] = {}
     if not incremental:
@@ -269,6 +276,8 @@ def sync_videos(
         batch = listing.summary()
         checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
         write = _overwrite(catalog, uri, listing, info)
+        del listing
+        _release_arrow_memory()
     else:
         assert cutoff is not None
         batch, checks, write, meta = _merge_window(client, catalog, uri, listing.table(), cutoff, now,
