@@ -47,9 +47,13 @@ class Measurement:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+    def sequential_requests(self) -> int:
+        """Requests made one after another (everything but the parallel video/query batches)."""
+        return sum(n for ep, n in self.requests.items() if ep != "video_query")
+
     def floor_s(self, latency_ms: float, query_parallelism: int = 1) -> float:
         """Sequential requests x latency; parallel video/query batches count once per wave."""
-        sequential = sum(n for ep, n in self.requests.items() if ep != "video_query")
+        sequential = self.sequential_requests()
         waves = math.ceil(self.requests.get("video_query", 0) / max(query_parallelism, 1))
         return (sequential + waves) * latency_ms / 1000.0
 

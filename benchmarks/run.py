@@ -2,8 +2,9 @@
 
 Every measurement runs in a fresh worker process (peak RSS = that process's ``ru_maxrss``) against a
 sandbox in another process (its CPU and memory are not the client's). Timing scenarios take the best of
-``--rounds`` interleaved rounds. The floor is sequential requests x latency of the same run; the bare
-requests loop over the same sandbox pages is the reference for client overhead. The table is printed and
+``--rounds`` interleaved rounds. Two floors: sequential requests x latency, and the measured one - a bare
+keep-alive ``requests`` loop over the same sandbox pages in the same run, its seconds per request times the
+sync's sequential requests. Ratio targets are judged against the measured floor, both are reported. The table is printed and
 written to ``benchmarks/results/latest.md``.
 """
 
@@ -49,12 +50,13 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ["scenario", "videos", "API requests", "wall s", "floor s", "x floor", "peak RSS MB", "reference",
-            "target"]
+    head = ["scenario", "videos", "API requests", "wall s", "floor s (requests x latency)", "x floor",
+            "measured floor s (keep-alive client)", "x measured floor", "peak RSS MB", "reference", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.scenario, f"{r.videos:,}", "-" if r.requests is None else f"{r.requests:,}", _fmt(r.wall_s),
-                 _fmt(r.floor_s), _fmt(r.ratio), _fmt(r.peak_rss_mb, 0), r.reference, r.target]
+                 _fmt(r.floor_s), _fmt(r.ratio), _fmt(r.keepalive_floor_s), _fmt(r.keepalive_ratio),
+                 _fmt(r.peak_rss_mb, 0), r.reference, r.target]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -68,7 +70,10 @@ def notes(bench: Bench, rounds: int) -> list[str]:
         f"{min(imports):.2f}-{max(imports):.2f} s per process, not included). Every run starts with an expired "
         "access token, so it pays the token refresh of a daily schedule.",
         "floor s = sequential requests x latency of that same run (token + user/info + video/list pages; "
-        f"video/query batches count once per wave of {QUERY_PARALLELISM}).",
+        f"video/query batches count once per wave of {QUERY_PARALLELISM}). measured floor s = the same sequential "
+        "requests x the seconds per request of the bare keep-alive loop over the same sandbox pages, measured "
+        "in the same run (the floor any client on this machine pays: HTTP, JSON and the sandbox's own time on "
+        "top of the latency); the 1.10x target is judged against it.",
         "Sandbox limit off for the timing scenarios (back-to-back rounds would share its window); the client "
         "budget is the default 600/min per endpoint (sliding window: a burst up to 600 within any 60 s) except "
         "at 0 ms (disabled, 5,000+ list requests) and the rate-budget row "
