@@ -283,13 +283,16 @@ class DeltaCatalog(dg.ConfigurableResource):
                 f"{self.delta_log_retention_days}-day retention)"
             ) from exc
 
-    def read_keys(self, uri: str, key: str, values: pa.Array) -> pa.Table:
+    def read_keys(self, uri: str, key: str, values: pa.Array, *, prune: pc.Expression | None = None) -> pa.Table:
         """The stored rows whose ``key`` is in ``values``, filtered batch by batch so a large table is never
         held whole. (Not a dataset filter expression: delta's file-statistics guarantees can be typed
-        string_view, which pyarrow 26 cannot compare with a string column.)"""
+        string_view, which pyarrow 26 cannot compare with a string column.)
+
+        ``prune`` (e.g. ``create_time >= t``, which every wanted row satisfies) lets the scan skip files and
+        row groups by their statistics, so looking up a recent window does not read the whole table."""
         dataset = self._open(uri).to_pyarrow_dataset()
         batches = [b.filter(pc.is_in(b.column(key), value_set=values))
-                   for b in dataset.to_batches(use_threads=False)]
+                   for b in dataset.to_batches(filter=prune, use_threads=False)]
         return pa.Table.from_batches(batches, schema=dataset.schema)
 
     def max_value(self, uri: str, column: str) -> Any:

@@ -221,7 +221,11 @@ def _merge_window(
         if refreshed is not None and refreshed.num_rows:
             batch = concat([batch, refreshed])  # type: ignore[assignment]
     else:
-        current = catalog.read_keys(uri, "id", listed)
+        # a video's create_time never changes, so stored rows of listed videos are at least as new as the oldest
+        created = batch.column("create_time")
+        oldest = pc.min(created).as_py() if created.null_count == 0 else None
+        prune = pc.field("create_time") >= pa.scalar(oldest, type=TS) if oldest is not None else None
+        current = catalog.read_keys(uri, "id", listed, prune=prune)
     checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
     batch, matched, changed = _mark_changes(batch, current, now)
     del current

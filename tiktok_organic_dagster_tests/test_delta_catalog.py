@@ -447,3 +447,18 @@ def test_read_keys_and_max_value(tmp_path):
     assert catalog.max_value(uri, "create_time") == times[1]
     rows = catalog.read_keys(uri, "id", pa.array(["c", "a", "zz"]))
     assert sorted(rows.column("id").to_pylist()) == ["a", "c"]
+
+
+def test_read_keys_prunes_by_statistics_without_losing_wanted_rows(catalog: DeltaCatalog, uri: str) -> None:
+    import pyarrow.compute as pc
+
+    ids = [str(i) for i in range(40)]  # create_time = T0 - (id % 50) days
+    for part in range(4):  # four files, each a 10-day band of create_time
+        catalog.merge(uri, videos(ids[part * 10:(part + 1) * 10], list(range(10))), key=["id"], commit_info={})
+    wanted = pa.array(["2", "5", "39"])
+    whole = catalog.read_keys(uri, "id", wanted)
+    recent = pc.field("create_time") >= pa.scalar(T0 - timedelta(days=9), pa.timestamp("us", "UTC"))
+    pruned = catalog.read_keys(uri, "id", wanted, prune=recent)
+    assert sorted(whole.column("id").to_pylist()) == ["2", "39", "5"]
+    assert sorted(pruned.column("id").to_pylist()) == ["2", "5"]  # "39" is 39 days old: outside the prune
+    assert pruned.schema == whole.schema
