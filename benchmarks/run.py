@@ -4,8 +4,8 @@ Every measurement runs in a fresh worker process (peak RSS = that process's ``ru
 sandbox in another process (its CPU and memory are not the client's). Timing scenarios take the best of
 ``--rounds`` interleaved rounds. Two floors: sequential requests x latency, and the measured one - a bare
 keep-alive ``requests`` loop over the same sandbox pages in the same run, its seconds per request times the
-sync's sequential requests. Ratio targets are judged against the measured floor, both are reported. The table is printed and
-written to ``benchmarks/results/latest.md``.
+sync's sequential requests. Ratio targets are judged against the measured floor, both are reported. The
+table is printed and written to ``benchmarks/results/latest.md``.
 """
 
 from __future__ import annotations
