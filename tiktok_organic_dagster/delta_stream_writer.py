@@ -63,7 +63,6 @@ class _FileStats:
         self.nulls: dict[str, int] = {}
         self.mins: dict[str, Any] = {}
         self.maxs: dict[str, Any] = {}
-        self.no_max: set[str] = set()
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -77,12 +76,12 @@ class _FileStats:
             name = field.name
             self.mins[name] = lo if name not in self.mins else min(self.mins[name], lo)
             self.maxs[name] = hi if name not in self.maxs else max(self.maxs[name], hi)
-            if isinstance(hi, str) and len(hi) > MAX_STRING_STAT:
-                self.no_max.add(name)  # a truncated maximum would be too low: better no statistic
 
     def to_json(self) -> str:
         mins = {k: (v[:MAX_STRING_STAT] if isinstance(v, str) else _stat_value(v, False)) for k, v in self.mins.items()}
-        maxs = {k: _stat_value(v, True) for k, v in self.maxs.items() if k not in self.no_max}
+        # a truncated string maximum would be too low, so a long one is left out (no statistic is always safe)
+        maxs = {k: _stat_value(v, True) for k, v in self.maxs.items()
+                if not (isinstance(v, str) and len(v) > MAX_STRING_STAT)}
         return json.dumps({"numRecords": self.rows,
                            "minValues": {k: v for k, v in mins.items() if v is not None},
                            "maxValues": {k: v for k, v in maxs.items() if v is not None},

@@ -106,3 +106,18 @@ def test_empty_stream_leaves_an_empty_table_with_the_schema(tmp_path: Path) -> N
     assert (result.rows_written, result.deleted) == (0, 3)
     out = catalog.read(uri)
     assert out.num_rows == 0 and out.schema.names == empty.schema.names
+
+
+def test_a_long_string_only_drops_the_maximum_it_would_truncate(tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    Path(uri).mkdir()
+    first = pa.table({"s": ["a" * 100, "b"]})
+    second = pa.table({"s": ["zz", "c" * 90]})
+    batches = [*first.to_batches(), *second.to_batches()]
+    [action] = write_files(uri, None, first.schema, batches, rows_per_group=2)
+    stats = json.loads(action.stats)
+    assert stats["maxValues"] == {"s": "zz"}  # the real maximum is short: kept, though a batch had long values
+    assert stats["minValues"] == {"s": "a" * 64}  # a prefix is still a valid minimum
+    longest_last = pa.table({"s": ["b", "z" * 70]})
+    [action] = write_files(uri, None, longest_last.schema, longest_last.to_batches())
+    assert "s" not in json.loads(action.stats)["maxValues"]
