@@ -5,8 +5,9 @@ Why not ``write_deltalake(reader)``: delta-rs 1.6 drains the whole stream into m
 it arrives, so the peak is one row group, and the files become visible only with the commit that adds
 them: a failure before it leaves the table as it was (the orphan files are removed by the next vacuum).
 
-Files go through delta-rs's own object store (``DeltaStorageHandler``), so local paths, ``s3://``, ``gs://``
-and ``az://`` take the same storage options as every other write. Each add action carries the statistics
+Remote tables (``s3://``, ``gs://``, ``az://``) are written through delta-rs's own object store
+(``DeltaStorageHandler``), so they take the same storage options as every other write; local ones through
+Arrow's local file system, which streams to disk. Each add action carries the statistics
 delta-rs would write (row count, min/max, null counts), so readers keep skipping files and the catalog keeps
 reading ``max(create_time)`` and row counts from the log alone.
 """
@@ -89,7 +90,8 @@ class _FileStats:
 
 
 class _FileWriter:
-    def __init__(self, fs: pafs.FileSystem, schema: pa.Schema) -> None:
+    def __init__(self, fs: pafs.FileSystem, schema: pa.Schema, rows_per_group: int) -> None:
+        self.rows_per_group = rows_per_group
         self.path = f"part-{uuid.uuid4()}-c000.snappy.parquet"
         self._stream = fs.open_output_stream(self.path)
         self._writer = pq.ParquetWriter(self._stream, schema, compression="snappy", write_statistics=True)
@@ -98,7 +100,7 @@ class _FileWriter:
     def write(self, batches: list[pa.RecordBatch]) -> None:
         for batch in batches:
             self.stats.add(batch)
-        self._writer.write_table(pa.Table.from_batches(batches), row_group_size=ROWS_PER_GROUP)
+        self._writer.write_table(pa.Table.from_batches(batches), row_group_size=self.rows_per_group)
 
     def close(self) -> AddAction:
         self._writer.close()
@@ -114,8 +116,8 @@ class _FileWriter:
 
 
 def _filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSystem:
-    """Local tables are written by Arrow's own file system, which streams to disk; delta-rs's handler keeps
-    a whole file in memory until it closes (~10 MB per 100k videos), which only object stores need."""
+    """delta-rs's handler keeps a whole file in memory until it closes (~10 MB per 100k videos): only object
+    stores need that."""
     if "://" not in uri or uri.startswith("file://"):
         return pafs.SubTreeFileSystem(uri.removeprefix("file://"), pafs.LocalFileSystem())
     return pafs.PyFileSystem(DeltaStorageHandler(uri, storage_options))
@@ -140,14 +142,14 @@ def write_files(uri: str, storage_options: dict[str, str] | None, schema: pa.Sch
             pending_rows += batch.num_rows
             if pending_rows < rows_per_group:
                 continue
-            current = current or _FileWriter(fs, schema)
+            current = current or _FileWriter(fs, schema, rows_per_group)
             current.write(pending)
             pending, pending_rows = [], 0
             if current.stats.rows >= rows_per_file:
                 actions.append(current.close())
                 current = None
         if pending or current is None and not actions:
-            current = current or _FileWriter(fs, schema)
+            current = current or _FileWriter(fs, schema, rows_per_group)
             current.write(pending or [pa.RecordBatch.from_pylist([], schema=schema)])
         if current is not None:
             actions.append(current.close())
