@@ -212,10 +212,6 @@ class TikTokClient(dg.ConfigurableResource):
         Pages until ``has_more`` is false — short or empty pages never end the listing — or until
         ``stop(page)`` returns True (that page is still yielded). ``id`` is always requested. A cursor that
         does not move (without new videos) more than a few times raises :class:`CursorStuckError`.
-
-        The next page is requested (on one helper thread) as soon as this page's cursor is known, before this
-        page is yielded: the caller's work on a page overlaps the next round trip instead of adding to it.
-        Only one request is ever in flight, and none is sent past a ``stop`` or the last page.
         """
         fields = list(fields) if "id" in fields else ["id", *fields]
         url = self._url("video_list", fields)
@@ -225,52 +221,41 @@ class TikTokClient(dg.ConfigurableResource):
         seen_cursors: set[int] = set()
         cursor: int | None = None
         stuck = 0
-
-        def request(at: int | None) -> dict:
+        while True:
             body: dict[str, int] = {"max_count": max_count}
-            if at is not None:
-                body["cursor"] = at
-            return self._data_call("video_list", "POST", url, body, fields)
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-video-list")
-        try:
-            pending = pool.submit(request, cursor)
-            while True:
-                data = pending.result()
-                with counters.lock:
-                    counters.pages += 1
-                page: list[dict] = []
-                for video in data.get("videos") or ():
-                    raw_id = video.get("id") if isinstance(video, dict) else None
-                    if raw_id is None:
-                        logger.warning("video/list returned an item without id; skipped")
-                        continue
-                    vid = raw_id if isinstance(raw_id, str) else str(raw_id)
-                    if vid in seen:
-                        continue
-                    seen.add(vid)
-                    video["id"] = vid
-                    page.append(video)
-                has_more = bool(data.get("has_more"))
-                next_cursor = _parse_cursor(data.get("cursor")) if has_more else None
-                done = not has_more or bool(page and stop is not None and stop(page))
-                if not done:
-                    if not page and (next_cursor == cursor or next_cursor in seen_cursors):
-                        stuck += 1
-                        if stuck >= MAX_STUCK_PAGES:
-                            raise CursorStuckError(next_cursor, stuck)  # type: ignore[arg-type]
-                    else:
-                        stuck = 0
-                    seen_cursors.add(next_cursor)  # type: ignore[arg-type]
-                    cursor = next_cursor
-                    pending = pool.submit(request, cursor)
-                if page:
-                    yield page
-                if done:
+            if cursor is not None:
+                body["cursor"] = cursor
+            data = self._data_call("video_list", "POST", url, body, fields)
+            with counters.lock:
+                counters.pages += 1
+            page: list[dict] = []
+            for video in data.get("videos") or ():
+                raw_id = video.get("id") if isinstance(video, dict) else None
+                if raw_id is None:
+                    logger.warning("video/list returned an item without id; skipped")
+                    continue
+                vid = raw_id if isinstance(raw_id, str) else str(raw_id)
+                if vid in seen:
+                    continue
+                seen.add(vid)
+                video["id"] = vid
+                page.append(video)
+            has_more = bool(data.get("has_more"))
+            next_cursor = _parse_cursor(data.get("cursor")) if has_more else None
+            if page:
+                yield page
+                if stop is not None and stop(page):
                     return
-        finally:
-            # a caller that stops early (or fails) must not wait for a page it will not read
-            pool.shutdown(wait=False, cancel_futures=True)
+            if not has_more:
+                return
+            if not page and (next_cursor == cursor or next_cursor in seen_cursors):
+                stuck += 1
+                if stuck >= MAX_STUCK_PAGES:
+                    raise CursorStuckError(next_cursor, stuck)  # type: ignore[arg-type]
+            else:
+                stuck = 0
+            seen_cursors.add(next_cursor)  # type: ignore[arg-type]
+            cursor = next_cursor
 
     def query_videos(self, video_ids: Sequence[str], fields: Sequence[str]) -> QueryResult:
         """Fetch known videos by id (batches of <= 20, ``query_parallelism`` in parallel, own rate budget)."""

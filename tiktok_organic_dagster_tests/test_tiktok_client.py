@@ -316,34 +316,6 @@ def test_client_pagination_stop_ends_after_yielding_that_page(rs, make_client):
     assert len(calls_to(rs, LIST_URL)) == 2
 
 
-def test_client_requests_the_next_page_while_the_caller_works_on_this_one(rs, make_client):
-    """One request ahead, never more: page 2 is asked for before page 1 reaches the caller, page 3 only
-    after the caller took page 2, and nothing after the last page."""
-    rs.post(TOKEN_URL, json=token_body())
-    rs.post(LIST_URL, json=_list_body(["1"], 30, True), match=[matchers.json_params_matcher({"max_count": 20})])
-    rs.post(LIST_URL, json=_list_body(["2"], 20, True),
-            match=[matchers.json_params_matcher({"max_count": 20, "cursor": 30})])
-    rs.post(LIST_URL, json=_list_body(["3"], 10, False),
-            match=[matchers.json_params_matcher({"max_count": 20, "cursor": 20})])
-    pages = make_client().iter_video_pages(["id"])
-
-    def list_calls_reach(n: int) -> bool:
-        deadline = time.monotonic() + 5
-        while len(calls_to(rs, LIST_URL)) < n and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return len(calls_to(rs, LIST_URL)) == n
-
-    assert [v["id"] for v in next(pages)] == ["1"]
-    assert list_calls_reach(2)  # sent while the caller still holds page 1
-    time.sleep(0.05)
-    assert len(calls_to(rs, LIST_URL)) == 2  # ... and not further ahead
-    assert [v["id"] for v in next(pages)] == ["2"]
-    assert list_calls_reach(3)
-    assert [v["id"] for v in next(pages)] == ["3"]
-    assert next(pages, None) is None
-    assert len(calls_to(rs, LIST_URL)) == 3
-
-
 def test_client_pagination_stuck_cursor_raises_after_bound(rs, make_client):
     rs.post(TOKEN_URL, json=token_body())
     rs.post(LIST_URL, json=_list_body(["1"], 500, True))
