@@ -23,7 +23,7 @@ from tiktok_organic_dagster.token_store import TokenStore
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "tiktok_organic"
 CLIENT_RESOURCE = f"{SOURCE}_tiktok"
-VIDEOS_OP = f"{SOURCE}__videos"
+SYNC_OP = f"{SOURCE}__sync"  # one step syncs every stream
 FULL_JOB = f"{SOURCE}_full_sync"
 SYNC_JOB = f"{SOURCE}_sync"
 # BENCH_PROFILE_DIR=<dir>: every worker writes a pyinstrument profile there (needs pyinstrument installed).
@@ -112,7 +112,15 @@ def client_override(env: dict[str, str], **fields: Any) -> dict[str, Any]:
 
 
 def full_refresh_ops() -> dict[str, Any]:
-    return {f"{SOURCE}__{s}": {"config": {"full_refresh": True}} for s in ("user_info", "videos")}
+    return {SYNC_OP: {"config": {"full_refresh": True}}}
+
+
+def _profile_path(target: Target, job: str) -> str | None:
+    """A fresh file per run (several runs can share one lake)."""
+    if PROFILE_DIR is None:
+        return None
+    n = len(list(PROFILE_DIR.glob(f"{target.lake.parent.name}-*.txt")))
+    return str(PROFILE_DIR / f"{target.lake.parent.name}-{n}-{job}.txt")
 
 
 def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, kind: str = "job",
@@ -128,7 +136,7 @@ def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, ki
     if run_config is not None and job == FULL_JOB and "ops" not in run_config:
         run_config = {**run_config, "ops": full_refresh_ops()}  # explicit run config replaces the job's
     spec = {"kind": kind, "job": job, "run_config": run_config, "trace": trace,
-            "profile": str(PROFILE_DIR / f"{target.lake.parent.name}.txt") if PROFILE_DIR else None}
+            "profile": _profile_path(target, job)}
     log = target.token_store.parent / f"worker-{kind}.log"
     with open(log, "a") as stderr:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(spec), text=True,

@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.harness import (
     SYNC_JOB,
-    VIDEOS_OP,
+    SYNC_OP,
     Measurement,
     Target,
     Workspace,
@@ -182,7 +182,7 @@ class Bench:
         changed = sbx.bump_counters(0.1)
         sbx.delete_video(self.sizes["main"] - 1)  # the oldest video: outside the look-back window
         sbx.configure(latency_ms=100)
-        config = {"ops": {VIDEOS_OP: {"config": {"refresh_all_counters": True}}}}
+        config = {"ops": {SYNC_OP: {"config": {"refresh_all_counters": True}}}}
         m = measure(sbx, target, self.ws, job=SYNC_JOB, run_config=config)
         m.extra["bumped"] = changed
         self.results.add("refresh", m)

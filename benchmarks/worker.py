@@ -63,12 +63,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     if not result.success:
         failures = [e for e in result.all_events if e.is_failure]
         out["error"] = "; ".join(str(e.message)[:300] for e in failures[:2])
-    for node in ("tiktok_organic__user_info", "tiktok_organic__videos"):
-        for mat in result.asset_materializations_for_node(node):
-            if mat.asset_key.path[-1].endswith("_history"):
-                continue
-            stream = mat.asset_key.path[-1]
-            out["meta"][stream] = {k: getattr(v, "value", v) for k, v in mat.metadata.items() if k in KEEP_META}
+    for mat in result.asset_materializations_for_node("tiktok_organic__sync"):
+        if mat.asset_key.path[-1].endswith("_history"):
+            continue
+        stream = mat.asset_key.path[-1]
+        out["meta"][stream] = {k: getattr(v, "value", v) for k, v in mat.metadata.items() if k in KEEP_META}
     if trace is not None:
         origin = trace[0][1] if trace else 0.0
         out["sends"] = [(ep, t - origin) for ep, t in trace]

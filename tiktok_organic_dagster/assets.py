@@ -1,11 +1,13 @@
 """The Dagster assets of one source: ``user_info`` and ``videos`` with their daily history tables.
 
-Each stream is one multi-asset (the table and its history come from the same API reads, so the history
-costs no extra request). Asset keys are the table's place in the catalog: ``[layer, folder, table]``.
+One subsettable multi-asset per source holds every stream's table and history (a table and its history come
+from the same API reads, so the history costs no extra request). Asset keys are the table's place in the
+catalog: ``[layer, folder, table]``.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -18,9 +20,10 @@ from tiktok_organic_dagster.delta_catalog import DeltaCatalog
 from tiktok_organic_dagster.settings import SourceSettings
 from tiktok_organic_dagster.streams import USER_COUNTERS, VIDEO_COUNTERS
 from tiktok_organic_dagster.sync import BatchCheckFailed, StreamResult, sync_user_info, sync_videos
-from tiktok_organic_dagster.tiktok_client import TikTokClient
+from tiktok_organic_dagster.tiktok_client import ClientStats, TikTokClient
 
 OWNERS = ["team:data-engineering"]
+STREAMS = ("user_info", "videos")
 SOURCE_TAG = "tiktok_organic/source"
 PREVIEW_COLUMNS = {
     "videos": ["id", "create_time", "title", "view_count", "like_count", "comment_count", "share_count"],
@@ -77,22 +80,30 @@ def _markdown_preview(table: pa.Table, columns: list[str], rows: int = 5) -> str
     return "\n".join(lines)
 
 
-def _stats(client: TikTokClient) -> dict[str, int]:
-    s = client.stats
-    return {"requests": s.total_requests, "pages": s.pages, "retries": s.retries, "rate_limited": s.rate_limited,
-            "refreshes": s.refreshes}
+# The API endpoints each stream calls; the token refresh both need is counted once, on the run's first stream.
+STREAM_ENDPOINTS = {"user_info": ("user_info",), "videos": ("video_list", "video_query")}
+
+
+def _api_metadata(stats: ClientStats, stream: str, shared: bool) -> dict[str, int]:
+    """This stream's requests out of the client's run totals (the streams of a run share one client)."""
+    endpoints = (*STREAM_ENDPOINTS[stream], *(("oauth_token",) if shared else ()))
+    return {
+        "api_requests": sum(stats.requests.get(e, 0) for e in endpoints),
+        "api_pages": stats.pages if stream == "videos" else 0,
+        "api_retries": sum(stats.retries_by_endpoint.get(e, 0) for e in endpoints),
+        "api_429s": sum(stats.rate_limited_by_endpoint.get(e, 0) for e in endpoints),
+        "token_refreshes": stats.refreshes if shared else 0,
+    }
 
 
 def _column_schema(catalog: DeltaCatalog, uri: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in catalog.schema(uri)])
 
 
-def _metadata(
-    result: StreamResult, catalog: DeltaCatalog, stream: str, before: Mapping[str, int], after: Mapping[str, int],
-    days_left: float | None,
-) -> dict[str, object]:
+def _metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[str, object]:
     write = result.write
-    meta: dict[str, object] = {
+    assert write is not None
+    return {
         "dagster/row_count": catalog.row_count(write.uri),
         "dagster/column_schema": _column_schema(catalog, write.uri),
         "dagster/uri": dg.MetadataValue.path(write.uri),
@@ -103,17 +114,9 @@ def _metadata(
         "rows_updated": write.updated,
         "rows_deleted": write.deleted,
         "rows_unchanged": write.unchanged,
-        "api_requests": after["requests"] - before["requests"],
-        "api_pages": after["pages"] - before["pages"],
-        "api_retries": after["retries"] - before["retries"],
-        "api_429s": after["rate_limited"] - before["rate_limited"],
-        "token_refreshes": after["refreshes"] - before["refreshes"],
         "preview": dg.MetadataValue.md(_markdown_preview(result.batch, PREVIEW_COLUMNS[stream])),
         **result.metadata,
     }
-    if days_left is not None:
-        meta["refresh_token_days_left"] = round(days_left, 1)
-    return meta
 
 
 def _maintain(context: dg.AssetExecutionContext, catalog: DeltaCatalog, result: StreamResult) -> dict[str, object]:
@@ -184,45 +187,129 @@ _DESCRIPTIONS = {
 _KEYS = {"user_info": ("open_id", USER_COUNTERS), "videos": ("id", VIDEO_COUNTERS)}
 
 
-def _run_stream(
-    source: SourceSettings, stream: str, client: TikTokClient, catalog: DeltaCatalog, config: SyncConfig,
-    run_id: str, asset_key: dg.AssetKey,
-) -> StreamResult:
-    if stream == "user_info":
-        return sync_user_info(client, catalog, source, full_refresh=config.full_refresh, run_id=run_id,
-                              asset_key=asset_key)
-    refresh = config.refresh_all_counters
-    if refresh is None:
-        refresh = source.streams["videos"].refresh_all_counters
-    return sync_videos(client, catalog, source, full_refresh=config.full_refresh, refresh_all_counters=refresh,
-                       run_id=run_id, asset_key=asset_key)
+def sync_op_name(source: SourceSettings) -> str:
+    return f"{source.name}__sync"
 
 
-def _stream_asset(source: SourceSettings, stream: str) -> dg.AssetsDefinition:
+@dataclass
+class _StreamPart:
+    """One stream's share of the run: which of its tables are selected, and what its sync produced."""
+
+    stream: str
+    table_key: dg.AssetKey
+    history_key: dg.AssetKey
+    write_table: bool
+    write_history: bool
+    result: StreamResult | None = None
+    table_meta: dict[str, object] = field(default_factory=dict)
+    history_meta: dict[str, object] = field(default_factory=dict)
+    error: Exception | None = None
+
+
+def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, catalog: DeltaCatalog,
+              config: SyncConfig, context: dg.AssetExecutionContext) -> None:
+    """Sync, describe and maintain one stream. An error is kept, not raised, so the other stream finishes
+    and lands; the op reports it afterwards."""
+    try:
+        common = {"full_refresh": config.full_refresh, "run_id": context.run_id, "asset_key": part.table_key,
+                  "write_table": part.write_table, "write_history": part.write_history}
+        if part.stream == "user_info":
+            result = sync_user_info(client, catalog, source, **common)
+        else:
+            refresh = config.refresh_all_counters
+            if refresh is None:
+                refresh = source.streams["videos"].refresh_all_counters
+            result = sync_videos(client, catalog, source, refresh_all_counters=refresh, **common)
+        if result.write is not None:
+            part.table_meta = _metadata(result, catalog, part.stream)
+        if result.history is not None:
+            part.history_meta = _history_metadata(result, catalog)
+        part.table_meta.update(_maintain(context, catalog, result))
+        part.result = result
+    except Exception as exc:  # noqa: BLE001 - reported by the op once every stream has finished
+        part.error = exc
+
+
+def _events(part: _StreamPart, api: dict[str, int], days_left: float | None,
+            checks_selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey]) -> Iterator[object]:
+    result = part.result
+    assert result is not None
+    checks = [c for c in result.checks if dg.AssetCheckKey(part.table_key, c.check_name) in checks_selected]
+    if part.write_table:
+        meta = {**part.table_meta, **api}
+        if days_left is not None:
+            meta["refresh_token_days_left"] = round(days_left, 1)
+        yield dg.MaterializeResult(asset_key=part.table_key, metadata=meta, check_results=checks)
+    else:
+        yield from checks
+    if part.write_history:
+        meta = dict(part.history_meta)
+        if not part.write_table:
+            meta.update(api)
+        yield dg.MaterializeResult(asset_key=part.history_key, metadata=meta)
+
+
+def _failure(failed: list[_StreamPart]) -> Exception:
+    """One failed stream: its own error (class and message intact). Several: one Failure naming each."""
+    first = failed[0].error
+    assert first is not None
+    if isinstance(first, BatchCheckFailed) and len(failed) == 1:
+        return dg.Failure(str(first), allow_retries=False)
+    if len(failed) == 1:
+        return first
+    text = "; ".join(f"stream '{p.stream}' failed: {type(p.error).__name__}: {p.error}" for p in failed)
+    return dg.Failure(text)
+
+
+def build_source_asset(source: SourceSettings) -> dg.AssetsDefinition:
+    """All streams of a source in one subsettable multi-asset.
+
+    One op, not one per stream: the streams call different endpoints with separate rate budgets, so they
+    run side by side (user_info's request and writes overlap video paging), and a daily run pays Dagster's
+    per-step cost once. Selecting a subset writes only the selected tables; a stream runs if either of its
+    tables is selected."""
     ck, dk = client_key(source), catalog_key(source)
-    specs = _specs(source, stream, *_DESCRIPTIONS[stream])
-    table_key, history_key = specs[0].key, specs[1].key
-    key_column, counters = _KEYS[stream]
+    streams = [s for s in STREAMS if s in source.streams]
+    specs: list[dg.AssetSpec] = []
+    check_specs: list[dg.AssetCheckSpec] = []
+    keys: dict[str, tuple[dg.AssetKey, dg.AssetKey]] = {}
+    for stream in streams:
+        table_spec, history_spec = _specs(source, stream, *_DESCRIPTIONS[stream])
+        key_column, counters = _KEYS[stream]
+        specs += [table_spec, history_spec]
+        check_specs += blocking_check_specs(table_spec.key, key_column, counters)
+        keys[stream] = (table_spec.key, history_spec.key)
 
-    @dg.multi_asset(name=f"{source.name}__{stream}", specs=specs, required_resource_keys={ck, dk},
-                    check_specs=blocking_check_specs(table_key, key_column, counters),
-                    pool=pool_name(source), op_tags={SOURCE_TAG: source.name})
+    @dg.multi_asset(name=sync_op_name(source), specs=specs, check_specs=check_specs, can_subset=True,
+                    required_resource_keys={ck, dk}, pool=pool_name(source), op_tags={SOURCE_TAG: source.name})
     def _sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN202
         client: TikTokClient = getattr(context.resources, ck)
         catalog: DeltaCatalog = getattr(context.resources, dk)
-        before = _stats(client)
-        try:
-            result = _run_stream(source, stream, client, catalog, config, context.run_id, table_key)
-        except BatchCheckFailed as exc:
-            yield from exc.results
-            raise dg.Failure(str(exc), allow_retries=False) from None
-        meta = _metadata(result, catalog, stream, before, _stats(client), client.refresh_token_days_left())
-        meta.update(_maintain(context, catalog, result))
-        yield dg.MaterializeResult(asset_key=table_key, metadata=meta, check_results=result.checks)
-        yield dg.MaterializeResult(asset_key=history_key, metadata=_history_metadata(result, catalog))
+        selected = context.selected_asset_keys
+        parts = [_StreamPart(s, t, h, t in selected, h in selected) for s, (t, h) in keys.items()
+                 if t in selected or h in selected]
+        # the last part (videos, the long one) runs on this thread, the others beside it
+        with ThreadPoolExecutor(max_workers=max(len(parts) - 1, 1)) as pool:
+            for part in parts[:-1]:
+                pool.submit(_run_part, source, part, client, catalog, config, context)
+            _run_part(source, parts[-1], client, catalog, config, context)
+        stats, days_left = client.stats, client.refresh_token_days_left()
+        checks_selected = context.selected_asset_check_keys
+        failed = []
+        for i, part in enumerate(parts):
+            if part.error is None:
+                api = _api_metadata(stats, part.stream, shared=i == 0)
+                yield from _events(part, api, days_left, checks_selected)
+                continue
+            failed.append(part)
+            if isinstance(part.error, BatchCheckFailed):
+                yield from (c for c in part.error.results
+                            if dg.AssetCheckKey(part.table_key, c.check_name) in checks_selected)
+        if failed:
+            raise _failure(failed) from failed[0].error
 
     return _sync
 
 
 def build_stream_assets(source: SourceSettings) -> list[dg.AssetsDefinition]:
-    return [_stream_asset(source, stream) for stream in ("user_info", "videos") if stream in source.streams]
+    return [build_source_asset(source)]

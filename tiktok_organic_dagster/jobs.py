@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from tiktok_organic_dagster.assets import SOURCE_TAG, SyncConfig
+from tiktok_organic_dagster.assets import SOURCE_TAG, SyncConfig, sync_op_name
 from tiktok_organic_dagster.settings import SourceSettings
 
 
@@ -21,14 +21,10 @@ def full_sync_job_name(source: SourceSettings) -> str:
     return f"{source.name}_full_sync"
 
 
-def _op_names(source: SourceSettings) -> list[str]:
-    return [f"{source.name}__{stream}" for stream in source.streams]
-
-
 def build_jobs(source: SourceSettings, assets: list[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
     selection = dg.AssetSelection.assets(*assets)
     tags = {SOURCE_TAG: source.name}
-    full_config = dg.RunConfig(ops={op: SyncConfig(full_refresh=True) for op in _op_names(source)})
+    full_config = dg.RunConfig(ops={sync_op_name(source): SyncConfig(full_refresh=True)})
     return [
         dg.define_asset_job(
             sync_job_name(source),

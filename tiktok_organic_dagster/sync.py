@@ -55,7 +55,7 @@ class StreamResult:
     videos, only ``SUMMARY_COLUMNS`` for a full videos sync (the rest went to Delta from the buffer)."""
 
     sync_type: SyncType
-    write: WriteResult
+    write: WriteResult | None  # None: the table was not selected, only its history was written
     history: WriteResult | None
     batch: pa.Table
     checks: list[dg.AssetCheckResult]
@@ -256,7 +256,11 @@ def sync_videos(
     run_id: str,
     asset_key: dg.AssetKey,
     now: datetime | None = None,
+    write_table: bool = True,
+    write_history: bool = True,
 ) -> StreamResult:
+    """``write_table`` / ``write_history``: which of the stream's two tables this run materializes (Dagster
+    asset selection); both come from the same API reads."""
     cfg = source.streams["videos"]
     now = now or datetime.now(timezone.utc)
     uri, history_uri = _table_uris(catalog, source, "videos")
@@ -275,20 +279,25 @@ def sync_videos(
     _release_arrow_memory()
     info = _commit_info(run_id, source.name, "videos")
     meta: dict[str, object] = {}
+    write: WriteResult | None = None
     if not incremental:
         # Full: checks on the narrow summary, then the buffered chunks go into one overwrite commit.
         batch = listing.summary()
         checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
-        write = _overwrite(catalog, uri, listing, info)
+        if write_table:
+            write = _overwrite(catalog, uri, listing, info)
         del listing
         _release_arrow_memory()
-    else:
+    elif write_table:
         assert cutoff is not None
         batch, checks, write, meta = _merge_window(client, catalog, uri, listing.table(), cutoff, now,
                                                    refresh_all_counters, asset_key, info)
+    else:
+        batch = listing.table()
+        checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
     history = catalog.snapshot_merge(
         history_uri, history_rows(batch, "id", VIDEO_COUNTERS, now), key=["id"], commit_info=info
-    )
+    ) if write_history else None
     sync_type = SyncType.INCREMENTAL if incremental else SyncType.FULL_TABLE
     return StreamResult(sync_type, write, history, batch, checks, meta)
 
@@ -302,6 +311,8 @@ def sync_user_info(
     run_id: str,
     asset_key: dg.AssetKey,
     now: datetime | None = None,
+    write_table: bool = True,
+    write_history: bool = True,
 ) -> StreamResult:
     cfg = source.streams["user_info"]
     now = now or datetime.now(timezone.utc)
@@ -312,12 +323,13 @@ def sync_user_info(
     checks = _validate(asset_key, batch, "open_id", USER_COUNTERS)
     info = _commit_info(run_id, source.name, "user_info")
     incremental = cfg.sync_type is SyncType.INCREMENTAL and not full_refresh and catalog.exists(uri)
-    if incremental:
+    write: WriteResult | None = None
+    if write_table and incremental:
         write = catalog.merge(uri, batch, key=["open_id"], commit_info=info)
-    else:
+    elif write_table:
         write = catalog.overwrite(uri, batch, key=["open_id"], commit_info=info)
     history = catalog.snapshot_merge(
         history_uri, history_rows(batch, "open_id", USER_COUNTERS, now), key=["open_id"], commit_info=info
-    )
+    ) if write_history else None
     sync_type = SyncType.INCREMENTAL if incremental else SyncType.FULL_TABLE
     return StreamResult(sync_type, write, history, batch, checks)

@@ -79,7 +79,8 @@ class QueryResult:
 
 @dataclass(frozen=True)
 class ClientStats:
-    """Snapshot of request accounting; ``requests`` is keyed by endpoint (incl. ``oauth_token``)."""
+    """Snapshot of request accounting; the ``*_by_endpoint`` dicts are keyed by endpoint (incl. ``oauth_token``),
+    so streams sharing one client can each report their own requests."""
 
     requests: dict[str, int] = field(default_factory=dict)
     pages: int = 0
@@ -87,6 +88,8 @@ class ClientStats:
     rate_limited: int = 0
     refreshes: int = 0
     total_requests: int = 0
+    retries_by_endpoint: dict[str, int] = field(default_factory=dict)
+    rate_limited_by_endpoint: dict[str, int] = field(default_factory=dict)
 
 
 class _Counters:
@@ -95,12 +98,15 @@ class _Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[str, int] = dict.fromkeys((*DATA_ENDPOINTS, "oauth_token"), 0)
-        self.pages = self.retries = self.rate_limited = self.refreshes = 0
+        self.retries: dict[str, int] = dict.fromkeys(self.requests, 0)
+        self.rate_limited: dict[str, int] = dict.fromkeys(self.requests, 0)
+        self.pages = self.refreshes = 0
 
     def snapshot(self) -> ClientStats:
         with self.lock:
-            return ClientStats(dict(self.requests), self.pages, self.retries, self.rate_limited,
-                               self.refreshes, sum(self.requests.values()))
+            return ClientStats(dict(self.requests), self.pages, sum(self.retries.values()),
+                               sum(self.rate_limited.values()), self.refreshes, sum(self.requests.values()),
+                               dict(self.retries), dict(self.rate_limited))
 
 
 class _Runtime:
@@ -428,7 +434,7 @@ class TikTokClient(dg.ConfigurableResource):
         counters = rt.counters
         if retry.kind == "rate":
             with counters.lock:
-                counters.rate_limited += 1
+                counters.rate_limited[endpoint] += 1
         if retry.retry_after is not None and retry.retry_after > self.max_retry_after_seconds:
             raise RateLimitedError(
                 f"{endpoint}: server asked to wait {retry.retry_after:.0f}s (Retry-After), more than "
@@ -444,7 +450,7 @@ class TikTokClient(dg.ConfigurableResource):
             cap = min(self.backoff_max_seconds, self.backoff_base_seconds * 2**attempt)
             delay = random.uniform(0.0, cap)  # full jitter
         with counters.lock:
-            counters.retries += 1
+            counters.retries[endpoint] += 1
         status = f"HTTP {retry.status}" if retry.status else "no response"
         logger.warning("TikTok %s: %s (%s); retry %d/%d in %.2fs", endpoint, retry.message, status,
                        attempt + 1, self.max_retries, delay)

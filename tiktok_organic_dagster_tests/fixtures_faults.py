@@ -26,6 +26,7 @@ from tiktok_organic_dagster_tests.helpers import catalog_for, expected_video, re
 SYNC = "tiktok_organic_sync"
 FULL = "tiktok_organic_full_sync"
 CLIENT_RESOURCE = "tiktok_organic_tiktok"
+SYNC_OP = "tiktok_organic__sync"  # the one step of both jobs: every stream of the source
 TABLES = ("videos", "videos_history", "user_info", "user_info_history")
 TABLE_KEYS = {"videos": ("id",), "videos_history": ("id", "snapshot_date"), "user_info": ("open_id",),
               "user_info_history": ("open_id", "snapshot_date")}
@@ -58,7 +59,7 @@ def run(job: str, env: dict[str, str], server: SandboxServer, instance: dg.Dagst
     """Run a job through Dagster with the fast client config (full sync = sync + full_refresh op config)."""
     config = client_config(server, **knobs)
     if job == FULL:  # the full-sync job's default op config is replaced by run config: restate it
-        config["ops"] = {f"tiktok_organic__{s}": {"config": {"full_refresh": True}} for s in ("videos", "user_info")}
+        config["ops"] = {SYNC_OP: {"config": {"full_refresh": True}}}
         job = SYNC
     return run_job(job, env, instance, run_config=config, raise_on_error=raise_on_error)
 
@@ -160,7 +161,7 @@ def client_config_for_child(args: dict[str, Any]) -> dict[str, Any]:
 
     config = client_config(_Server(), **args.get("knobs", {}))  # type: ignore[arg-type]
     if args.get("full"):
-        config["ops"] = {f"tiktok_organic__{s}": {"config": {"full_refresh": True}} for s in ("videos", "user_info")}
+        config["ops"] = {SYNC_OP: {"config": {"full_refresh": True}}}
     return config
 
 

@@ -51,7 +51,7 @@ def test_negative_counter_stops_the_write_and_reports_the_check(tmp_path):
         _mock_api(mock, [150, -5, 300])  # one counter went negative
         result = run_job("tiktok_organic_full_sync", env, raise_on_error=False)
     assert not result.success
-    assert failed_steps(result) == {"tiktok_organic__videos"}
+    assert failed_steps(result) == {"tiktok_organic__sync"}
     assert "non_negative_counters" in failure_text(result) and "nothing was written" in failure_text(result)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()
                    if e.asset_key == dg.AssetKey(["raw", "tiktok_organic", "videos"])}

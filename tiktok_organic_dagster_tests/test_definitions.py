@@ -60,8 +60,7 @@ def test_default_definitions_are_complete():
     # the full-sync job forces FULL_TABLE on every stream and both jobs carry the per-source run tag
     full_job = defs.resolve_job_def("tiktok_organic_full_sync")
     assert full_job.run_config["ops"] == {
-        "tiktok_organic__user_info": {"config": {"full_refresh": True}},
-        "tiktok_organic__videos": {"config": {"full_refresh": True}},
+        "tiktok_organic__sync": {"config": {"full_refresh": True}},
     }
     assert full_job.tags["tiktok_organic/source"] == "tiktok_organic"
     sync_job = defs.resolve_job_def("tiktok_organic_sync")

@@ -4,8 +4,17 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from tiktok_organic_dagster.definitions import build_definitions
+from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster.streams import USER_FIELDS, VIDEO_FIELDS
-from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
+from tiktok_organic_dagster_tests.helpers import (
+    catalog_for,
+    expected_video,
+    patched_env,
+    read_rows,
+    run_job,
+    sandbox_env,
+)
 
 
 def _by_id(rows):
@@ -48,7 +57,7 @@ def test_full_incremental_full_cycle(sandbox_factory, tmp_path):
     server.delete_video(deleted["id"])
     result = run_job("tiktok_organic_sync", env, instance)
     assert result.success
-    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    mats = result.asset_materializations_for_node("tiktok_organic__sync")
     videos_meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     assert videos_meta["sync_type"].value == "INCREMENTAL"
     truth2 = {v["id"]: v for v in server.videos()}
@@ -110,12 +119,12 @@ def test_full_refresh_run_config_forces_full(sandbox_factory, tmp_path):
     assert run_job("tiktok_organic_sync", env).success
     deleted = server.videos()[0]["id"]
     server.delete_video(deleted)
-    config = {"ops": {"tiktok_organic__videos": {"config": {"full_refresh": True}}}}
+    config = {"ops": {"tiktok_organic__sync": {"config": {"full_refresh": True}}}}
     result = run_job("tiktok_organic_sync", env, run_config=config)
     assert result.success
     assert deleted not in {r["id"] for r in read_rows(env, "videos")}
     assert set(VIDEO_FIELDS) <= set(read_rows(env, "videos")[0])
-    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    mats = result.asset_materializations_for_node("tiktok_organic__sync")
     meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     assert meta["sync_type"].value == "FULL_TABLE" and meta["rows_deleted"].value == 1
 
@@ -133,10 +142,10 @@ def test_refresh_all_counters_updates_old_videos_through_video_query(sandbox_fac
     server.bump_counters(fraction=0.3)  # old and recent videos move
     server.delete_video(gone)
     server.reset_counts()
-    config = {"ops": {"tiktok_organic__videos": {"config": {"refresh_all_counters": True}}}}
+    config = {"ops": {"tiktok_organic__sync": {"config": {"refresh_all_counters": True}}}}
     result = run_job("tiktok_organic_sync", env, run_config=config)
     assert result.success
-    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    mats = result.asset_materializations_for_node("tiktok_organic__sync")
     meta = {k: v.value for k, v in next(m.metadata for m in mats if m.asset_key.path[-1] == "videos").items()}
     assert meta["sync_type"] == "INCREMENTAL"
     queried = meta["counter_refresh_ids"]
@@ -160,3 +169,43 @@ def test_extra_fields_are_requested_and_land_as_columns(sandbox_factory, tmp_pat
     rows = {r["id"]: r for r in read_rows(env, "videos")}
     truth = server.videos()
     assert all(rows[v["id"]]["is_aigc"] == v["is_aigc"] for v in truth)
+
+
+def test_a_selected_subset_writes_only_its_tables(sandbox_factory, tmp_path):
+    """One step holds every stream, so a subset must not write (or report) what was not selected: a stream
+    runs when either of its tables is selected, and only the selected tables are committed."""
+    server = sandbox_factory(video_count=45)
+    env = sandbox_env(server, tmp_path)
+    catalog = catalog_for(env)
+
+    def uri(table: str) -> str:
+        return catalog.table_uri("raw", "tiktok_organic", table)
+
+    def materialize(*tables: str) -> dict[str, dict]:
+        server.reset_counts()
+        with patched_env(env):
+            job = build_definitions(load_settings()).resolve_job_def("tiktok_organic_sync")
+            result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+                                            asset_selection=[dg.AssetKey(["raw", "tiktok_organic", t])
+                                                             for t in tables])
+        assert result.success
+        return {m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items()}
+                for m in result.asset_materializations_for_node("tiktok_organic__sync")}
+
+    assert set(materialize("videos")) == {"videos"}
+    assert catalog.exists(uri("videos")) and catalog.row_count(uri("videos")) == 45
+    assert not any(catalog.exists(uri(t)) for t in ("videos_history", "user_info", "user_info_history"))
+    assert server.request_counts()["user_info"] == 0  # the unselected stream made no request
+
+    version = catalog.history(uri("videos"), limit=1)[0]["version"]
+    assert set(materialize("user_info_history")) == {"user_info_history"}
+    assert catalog.row_count(uri("user_info_history")) == 1 and not catalog.exists(uri("user_info"))
+    assert server.request_counts()["video_list"] == 0
+    assert catalog.history(uri("videos"), limit=1)[0]["version"] == version
+
+    mats = materialize("videos_history", "user_info")
+    assert set(mats) == {"videos_history", "user_info"}
+    # the table exists, so this is an incremental run: the history gets the look-back window's videos
+    assert 0 < catalog.row_count(uri("videos_history")) == mats["videos_history"]["snapshot_rows_written"] <= 45
+    assert mats["videos_history"]["api_requests"] == server.request_counts()["video_list"] > 0
+    assert catalog.history(uri("videos"), limit=1)[0]["version"] == version  # listed, not rewritten

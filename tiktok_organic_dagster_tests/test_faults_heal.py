@@ -26,15 +26,14 @@ from tiktok_organic_dagster_tests.helpers import sandbox_env
 def _meta_sum(result, key: str) -> int:
     """Sum of a numeric metadata entry over the two main assets (videos, user_info)."""
     total = 0
-    for node in ("tiktok_organic__videos", "tiktok_organic__user_info"):
-        for mat in result.asset_materializations_for_node(node):
-            if key in mat.metadata:
-                total += mat.metadata[key].value
+    for mat in result.asset_materializations_for_node("tiktok_organic__sync"):
+        if mat.asset_key.path[-1] in ("videos", "user_info") and key in mat.metadata:
+            total += mat.metadata[key].value
     return total
 
 
 def _videos_meta(result) -> dict:
-    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    mats = result.asset_materializations_for_node("tiktok_organic__sync")
     return {k: v.value for k, v in next(m for m in mats if m.asset_key.path[-1] == "videos").metadata.items()}
 
 

@@ -24,7 +24,7 @@ from tiktok_organic_dagster_tests.fixtures_faults import (
 )
 from tiktok_organic_dagster_tests.helpers import patched_env, sandbox_env
 
-USER_STEP, VIDEOS_STEP = "tiktok_organic__user_info", "tiktok_organic__videos"
+SYNC_STEP = "tiktok_organic__sync"  # one step runs both streams side by side
 VIDEO_TABLES = ("videos", "videos_history")
 
 
@@ -60,7 +60,8 @@ def test_revoked_refresh_token_fails_fast_and_says_reauthorize(sandbox_factory, 
     assert "ReauthorizationRequired" in text and "invalid_grant" in text
     assert "re-authorize" in text and "tiktok-organic-authorize" in text
     assert server.request_counts()["oauth_token"] == 1  # one refresh attempt for the whole run: no loop
-    assert failed_steps(result) == {USER_STEP, VIDEOS_STEP}
+    assert failed_steps(result) == {SYNC_STEP}
+    assert "stream 'user_info' failed" in text and "stream 'videos' failed" in text
     assert snapshot(env) == before
     _reauthorize(server, env)
     assert run(SYNC, env, server).success
@@ -93,9 +94,10 @@ def test_missing_scope_names_scope_and_stream(sandbox_factory, tmp_path):
     before = snapshot(env)
     result = run(SYNC, env, server)
     assert not result.success
-    assert failed_steps(result) == {VIDEOS_STEP}
+    assert failed_steps(result) == {SYNC_STEP}
     text = failure_text(result)
     assert "MissingScopeError" in text and "stream 'videos'" in text and "video.list" in text
+    assert "stream 'user_info'" not in text
     assert "user.info" not in text.split("(it asks for")[0]  # names the one missing scope, not all of them
     after = snapshot(env)
     assert {t: after[t] for t in VIDEO_TABLES} == {t: before[t] for t in VIDEO_TABLES}
@@ -104,8 +106,9 @@ def test_missing_scope_names_scope_and_stream(sandbox_factory, tmp_path):
     # consent changes while the access token is live, so the stored grant (no video.list) is stale
     server.config.granted_scopes = ("user.info.basic", "user.info.profile", "video.list")
     result = run(SYNC, env, server)
-    assert failed_steps(result) == {USER_STEP}
+    assert failed_steps(result) == {SYNC_STEP}
     text = failure_text(result)
+    assert "stream 'videos'" not in text
     assert "stream 'user_info'" in text and "missing TikTok scope user.info.stats (needed for fields " \
         "follower_count" in text
 
@@ -121,8 +124,9 @@ def test_sandbox_down_longer_than_retry_budget(sandbox_factory, tmp_path):
     started = time.monotonic()
     result = run(SYNC, env, server, max_retries=3)
     assert not result.success and time.monotonic() - started < 10
-    assert failed_steps(result) == {USER_STEP, VIDEOS_STEP}
+    assert failed_steps(result) == {SYNC_STEP}
     text = failure_text(result)
+    assert "stream 'user_info' failed" in text and "stream 'videos' failed" in text
     assert "TikTokTransportError" in text and "Connection refused" in text and "gave up after 4 attempts" in text
     assert snapshot(env) == before
     server.start()  # same port, same state

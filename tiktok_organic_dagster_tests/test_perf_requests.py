@@ -18,7 +18,7 @@ from tiktok_organic_dagster.token_store import TokenStore
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
 FULL, SYNC = "tiktok_organic_full_sync", "tiktok_organic_sync"
-REFRESH = {"ops": {"tiktok_organic__videos": {"config": {"refresh_all_counters": True}}}}
+REFRESH = {"ops": {"tiktok_organic__sync": {"config": {"refresh_all_counters": True}}}}
 DAY = 86400
 
 
@@ -41,7 +41,7 @@ def _lookback_pages(times_newest_first: list[int], cutoff: int) -> int:
 
 
 def _videos_meta(result) -> dict:
-    mats = result.asset_materializations_for_node("tiktok_organic__videos")
+    mats = result.asset_materializations_for_node("tiktok_organic__sync")
     meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     return {k: getattr(v, "value", v) for k, v in meta.items()}
 
