@@ -96,17 +96,21 @@ def _api_metadata(stats: ClientStats, stream: str, shared: bool) -> dict[str, in
     }
 
 
-def _column_schema(catalog: DeltaCatalog, uri: str) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in catalog.schema(uri)])
+def _table_metadata(catalog: DeltaCatalog, uri: str) -> dict[str, object]:
+    rows, schema = catalog.describe(uri)
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type))
+                                                         for f in schema]),
+        "dagster/uri": dg.MetadataValue.path(uri),
+    }
 
 
 def _metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[str, object]:
     write = result.write
     assert write is not None
     return {
-        "dagster/row_count": catalog.row_count(write.uri),
-        "dagster/column_schema": _column_schema(catalog, write.uri),
-        "dagster/uri": dg.MetadataValue.path(write.uri),
+        **_table_metadata(catalog, write.uri),
         "delta_version": write.version,
         "sync_type": result.sync_type.value,
         "rows_synced": result.batch.num_rows,
@@ -141,9 +145,7 @@ def _history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, 
     hist = result.history
     assert hist is not None
     return {
-        "dagster/row_count": catalog.row_count(hist.uri),
-        "dagster/column_schema": _column_schema(catalog, hist.uri),
-        "dagster/uri": dg.MetadataValue.path(hist.uri),
+        **_table_metadata(catalog, hist.uri),
         "delta_version": hist.version,
         "snapshot_rows_written": hist.rows_written,
         "snapshot_rows_inserted": hist.inserted,

@@ -241,12 +241,20 @@ class DeltaCatalog(dg.ConfigurableResource):
         return self._open(uri).version() if self.exists(uri) else None
 
     def schema(self, uri: str) -> pa.Schema:
-        """Arrow schema of the latest version (for ``dagster/column_schema``)."""
+        """Arrow schema of the latest version."""
         return self._open(uri).to_pyarrow_dataset().schema
+
+    def describe(self, uri: str) -> tuple[int, pa.Schema]:
+        """Row count and schema of the latest version from one log read (a sync's metadata needs both)."""
+        dt = self._open(uri)
+        return self._row_count(dt), dt.to_pyarrow_dataset().schema
 
     def row_count(self, uri: str, version: int | None = None) -> int:
         """Rows in a version from the log's file statistics; scans only if a file lacks stats."""
-        dt = self._open(uri, version)
+        return self._row_count(self._open(uri, version))
+
+    @staticmethod
+    def _row_count(dt: DeltaTable) -> int:
         counts = pa.table(dt.get_add_actions(flatten=False)).column("num_records").to_pylist()
         if any(c is None for c in counts):
             return dt.to_pyarrow_dataset().count_rows(use_threads=False)
