@@ -8,6 +8,7 @@ evaluations. Checks that need history (counters going down, schema changes) run 
 
 
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -87,6 +88,22 @@ def count_decreases(history: pa.Table, key: str, counters: Sequence[str]) -> dic
     return out
 
 
+def newest_snapshot_dates(catalog: DeltaCatalog, uri: str, n: int) -> list[Any]:
+    """The ``n`` newest distinct snapshot dates, oldest first, reading only the files that can hold them.
+
+    Only the newest days matter, and reading every day's dates would make the check grow with the history.
+    File statistics bound the search: each file's min and max are dates that exist, so the n-th newest date
+    is at least the n-th largest of those values; files entirely older are skipped."""
+    ranges = catalog.file_ranges(uri, "snapshot_date")
+    bound = None
+    if ranges:
+        known = sorted({d for pair in ranges for d in pair}, reverse=True)
+        bound = known[min(n, len(known)) - 1]
+    where = pc.field("snapshot_date") >= pa.scalar(bound, pa.date32()) if bound is not None else None
+    days = pc.unique(catalog.read(uri, columns=["snapshot_date"], filter=where).column("snapshot_date"))
+    return sorted(d for d in days.to_pylist() if d is not None)[-n:]
+
+
 def build_monotonic_check(
     history_key: dg.AssetKey, table_path: tuple[str, str, str], catalog_key: str, key: str, counters: Sequence[str]
 ) -> dg.AssetChecksDefinition:
@@ -106,9 +123,7 @@ def build_monotonic_check(
         uri = catalog.table_uri(*table_path)
         if not catalog.exists(uri):
             return dg.AssetCheckResult(passed=True, metadata={"note": "history table not created yet"})
-        # Only the two newest snapshot days matter: reading the whole history would grow every day.
-        days = pc.unique(catalog.read(uri, columns=["snapshot_date"]).column("snapshot_date")).to_pylist()
-        recent = sorted(d for d in days if d is not None)[-2:]
+        recent = newest_snapshot_dates(catalog, uri, 2)
         history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
                                filter=pc.field("snapshot_date").isin(recent))
         drops = count_decreases(history, key, counters)

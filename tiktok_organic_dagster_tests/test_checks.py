@@ -107,3 +107,28 @@ def test_monotonic_check_warns_when_views_drop_between_days(tmp_path):
     assert result.metadata["decreased_view_count"].value == 1
     catalog.snapshot_merge(uri, day(date(2026, 11, 25), [130, 60]), key=["id"], commit_info={})
     assert check(dg.build_asset_check_context(resources={"cat": catalog})).passed
+
+
+def test_newest_snapshot_dates_bounded_by_file_statistics(tmp_path):
+    from datetime import date, timedelta
+
+    from tiktok_organic_dagster.checks import newest_snapshot_dates
+    from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+
+    catalog = DeltaCatalog(root_uri=str(tmp_path))
+    uri = catalog.table_uri("raw", "tiktok_organic", "videos_history")
+    d0 = date(2026, 11, 1)
+
+    def days(*offsets: int) -> pa.Table:
+        return pa.table({"id": pa.array([f"v{i}" for i in offsets]),
+                         "snapshot_date": pa.array([d0 + timedelta(days=i) for i in offsets], pa.date32()),
+                         "view_count": pa.array([1] * len(offsets), pa.int64())})
+
+    catalog.snapshot_merge(uri, days(0, 1, 2, 3), key=["id"], commit_info={})  # one file spanning 4 days
+    assert newest_snapshot_dates(catalog, uri, 2) == [d0 + timedelta(days=2), d0 + timedelta(days=3)]
+    catalog.snapshot_merge(uri, days(9), key=["id"], commit_info={})
+    # file ranges are (d0, d3) and (d9, d9): d3, inside the first file, is the second-newest day
+    assert catalog.file_ranges(uri, "snapshot_date") is not None
+    assert newest_snapshot_dates(catalog, uri, 2) == [d0 + timedelta(days=3), d0 + timedelta(days=9)]
+    assert newest_snapshot_dates(catalog, uri, 1) == [d0 + timedelta(days=9)]
+    assert newest_snapshot_dates(catalog, uri, 9) == [d0 + timedelta(days=i) for i in (0, 1, 2, 3, 9)]

@@ -278,6 +278,14 @@ def test_snapshot_merge_is_idempotent_per_day(catalog: DeltaCatalog) -> None:
     catalog.snapshot_merge(uri, snap(d2, 110), key=["open_id"], commit_info={})
     rows = sorted(catalog.read(uri).to_pylist(), key=lambda r: r["snapshot_date"])
     assert [(r["snapshot_date"], r["follower_count"]) for r in rows] == [(d1, 105), (d2, 110)]
+    # The merge skips snapshots older than the batch's oldest day; a batch reaching back to d1 still
+    # updates d1 in place instead of adding a second d1 row.
+    d3 = date(2026, 1, 3)
+    mixed = pa.concat_tables([snap(d1, 107), snap(d3, 120)])
+    result = catalog.snapshot_merge(uri, mixed, key=["open_id"], commit_info={})
+    assert (result.inserted, result.updated) == (1, 1)
+    rows = sorted(catalog.read(uri).to_pylist(), key=lambda r: r["snapshot_date"])
+    assert [(r["snapshot_date"], r["follower_count"]) for r in rows] == [(d1, 107), (d2, 110), (d3, 120)]
     with pytest.raises(CatalogConfigError, match="snapshot_column 'day'"):
         catalog.snapshot_merge(uri, snap(d2, 1), key=["open_id"], snapshot_column="day", commit_info={})
 
