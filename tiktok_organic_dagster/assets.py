@@ -6,7 +6,7 @@ catalog: ``[layer, folder, table]``.
 """
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -123,16 +123,17 @@ def _metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[
     }
 
 
-def _maintain(context: dg.AssetExecutionContext, catalog: DeltaCatalog, result: StreamResult) -> dict[str, object]:
-    """Retention, checkpoint, vacuum after the commits. The data is already safe, so a failure here warns
-    (visibly, in the run log and metadata) instead of failing the sync; the next run retries it.
+def _start_maintenance(pool: ThreadPoolExecutor, catalog: DeltaCatalog, result: StreamResult
+                       ) -> dict[str, Future]:
+    """Retention, checkpoint, vacuum after the commits, in the background: delta-rs releases the GIL, so the
+    tables are maintained side by side and while Dagster records the other stream's events."""
+    return {w.uri: pool.submit(catalog.maintain, w.uri) for w in (result.write, result.history) if w is not None}
 
-    The stream's two tables are independent and delta-rs releases the GIL, so they are maintained in
-    parallel: maintenance is fixed per-run cost that a daily incremental would otherwise pay twice."""
+
+def _maintenance_outcome(context: dg.AssetExecutionContext, futures: dict[str, Future]) -> dict[str, object]:
+    """The data is already safe, so a failed maintenance warns (visibly, in the run log and metadata)
+    instead of failing the sync; the next run retries it."""
     out: dict[str, object] = {}
-    uris = [w.uri for w in (result.write, result.history) if w is not None]
-    with ThreadPoolExecutor(max_workers=len(uris) or 1) as pool:
-        futures = {uri: pool.submit(catalog.maintain, uri) for uri in uris}
     for uri, future in futures.items():
         exc = future.exception()
         if exc is not None:
@@ -205,13 +206,14 @@ class _StreamPart:
     result: StreamResult | None = None
     table_meta: dict[str, object] = field(default_factory=dict)
     history_meta: dict[str, object] = field(default_factory=dict)
+    maintenance: dict[str, Future] = field(default_factory=dict)
     error: Exception | None = None
 
 
 def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, catalog: DeltaCatalog,
-              config: SyncConfig, context: dg.AssetExecutionContext) -> None:
-    """Sync, describe and maintain one stream. An error is kept, not raised, so the other stream finishes
-    and lands; the op reports it afterwards."""
+              config: SyncConfig, context: dg.AssetExecutionContext, maintenance: ThreadPoolExecutor) -> None:
+    """Sync and describe one stream, and start its tables' maintenance. An error is kept, not raised, so
+    the other stream finishes and lands; the op reports it afterwards."""
     try:
         common = {"full_refresh": config.full_refresh, "run_id": context.run_id, "asset_key": part.table_key,
                   "write_table": part.write_table, "write_history": part.write_history}
@@ -226,19 +228,19 @@ def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, c
             part.table_meta = _metadata(result, catalog, part.stream)
         if result.history is not None:
             part.history_meta = _history_metadata(result, catalog)
-        part.table_meta.update(_maintain(context, catalog, result))
+        part.maintenance = _start_maintenance(maintenance, catalog, result)
         part.result = result
     except Exception as exc:  # noqa: BLE001 - reported by the op once every stream has finished
         part.error = exc
 
 
-def _events(part: _StreamPart, api: dict[str, int], days_left: float | None,
+def _events(part: _StreamPart, api: dict[str, int], days_left: float | None, maintained: dict[str, object],
             checks_selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey]) -> Iterator[object]:
     result = part.result
     assert result is not None
     checks = [c for c in result.checks if dg.AssetCheckKey(part.table_key, c.check_name) in checks_selected]
     if part.write_table:
-        meta = {**part.table_meta, **api}
+        meta = {**part.table_meta, **api, **maintained}
         if days_left is not None:
             meta["refresh_token_days_left"] = round(days_left, 1)
         yield dg.MaterializeResult(asset_key=part.table_key, metadata=meta, check_results=checks)
@@ -247,7 +249,7 @@ def _events(part: _StreamPart, api: dict[str, int], days_left: float | None,
     if part.write_history:
         meta = dict(part.history_meta)
         if not part.write_table:
-            meta.update(api)
+            meta.update({**api, **maintained})
         yield dg.MaterializeResult(asset_key=part.history_key, metadata=meta)
 
 
@@ -290,27 +292,39 @@ def build_source_asset(source: SourceSettings) -> dg.AssetsDefinition:
         selected = context.selected_asset_keys
         parts = [_StreamPart(s, t, h, t in selected, h in selected) for s, (t, h) in keys.items()
                  if t in selected or h in selected]
-        # the last part (videos, the long one) runs on this thread, the others beside it
-        with ThreadPoolExecutor(max_workers=max(len(parts) - 1, 1)) as pool:
-            for part in parts[:-1]:
-                pool.submit(_run_part, source, part, client, catalog, config, context)
-            _run_part(source, parts[-1], client, catalog, config, context)
-        stats, days_left = client.stats, client.refresh_token_days_left()
-        checks_selected = context.selected_asset_check_keys
-        failed = []
-        for i, part in enumerate(parts):
-            if part.error is None:
-                api = _api_metadata(stats, part.stream, shared=i == 0)
-                yield from _events(part, api, days_left, checks_selected)
-                continue
-            failed.append(part)
-            if isinstance(part.error, BatchCheckFailed):
-                yield from (c for c in part.error.results
-                            if dg.AssetCheckKey(part.table_key, c.check_name) in checks_selected)
-        if failed:
-            raise _failure(failed) from failed[0].error
+        maintenance = ThreadPoolExecutor(max_workers=2 * len(parts), thread_name_prefix="delta-maintenance")
+        try:
+            # the last part (videos, the long one) runs on this thread, the others beside it
+            with ThreadPoolExecutor(max_workers=max(len(parts) - 1, 1)) as pool:
+                for part in parts[:-1]:
+                    pool.submit(_run_part, source, part, client, catalog, config, context, maintenance)
+                _run_part(source, parts[-1], client, catalog, config, context, maintenance)
+            yield from _report(context, client, parts)
+        finally:
+            maintenance.shutdown(wait=True)
 
     return _sync
+
+
+def _report(context: dg.AssetExecutionContext, client: TikTokClient, parts: list[_StreamPart]
+            ) -> Iterator[object]:
+    """Materializations and check results of the streams that landed, then the failure of those that did
+    not. Stream by stream, so a stream's maintenance can finish while Dagster records the one before."""
+    stats, days_left = client.stats, client.refresh_token_days_left()
+    checks_selected = context.selected_asset_check_keys
+    failed = []
+    for i, part in enumerate(parts):
+        if part.error is None:
+            api = _api_metadata(stats, part.stream, shared=i == 0)
+            maintained = _maintenance_outcome(context, part.maintenance)
+            yield from _events(part, api, days_left, maintained, checks_selected)
+            continue
+        failed.append(part)
+        if isinstance(part.error, BatchCheckFailed):
+            yield from (c for c in part.error.results
+                        if dg.AssetCheckKey(part.table_key, c.check_name) in checks_selected)
+    if failed:
+        raise _failure(failed) from failed[0].error
 
 
 def build_stream_assets(source: SourceSettings) -> list[dg.AssetsDefinition]:
