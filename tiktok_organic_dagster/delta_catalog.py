@@ -65,7 +65,7 @@ from typing import Any, TypeVar
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import create_table_with_add_actions
@@ -81,7 +81,7 @@ from .delta_maintenance import (  # noqa: F401  (errors re-exported for callers)
     DeltaCatalogError,
     VersionNotAvailableError,
 )
-from .delta_stream_writer import write_files
+from .delta_stream_writer import ROWS_PER_GROUP, write_files
 
 SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT = "full", "incremental", "snapshot"
 SYNC_TYPES = (SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT)
@@ -498,6 +498,9 @@ class DeltaCatalog(dg.ConfigurableResource):
             merger = dt.merge(source, on,
                               source_alias="s", target_alias="t", merge_schema=True,
                               streamed_exec=n >= STREAMED_MERGE_MIN_ROWS,
+                              # bounded row groups in the rewritten files (delta-rs would write one per file):
+                              # a later read holds one group at a time, not the whole table
+                              writer_properties=WriterProperties(max_row_group_size=ROWS_PER_GROUP),
                               commit_properties=CommitProperties(
                                   custom_metadata={**meta, "tiktok_organic.rows_written": n}))
             predicate = maint.change_predicate(source.column_names, keys, target) if only_if_changed else None

@@ -238,6 +238,22 @@ def test_merge_inserts_updates_and_leaves_unchanged_rows_alone(catalog: DeltaCat
     assert rows_by_id(catalog.read(uri))["3"]["_synced_at"] == T1
 
 
+def test_merge_rewrites_files_in_bounded_row_groups(catalog: DeltaCatalog, uri: str) -> None:
+    """delta-rs would rewrite a merged file as one row group; a later read would then hold the whole table."""
+    import pyarrow.parquet as pq
+
+    from tiktok_organic_dagster.delta_stream_writer import ROWS_PER_GROUP
+
+    n = 2 * ROWS_PER_GROUP + 500
+    ids = [str(i) for i in range(n)]
+    catalog.overwrite(uri, videos(ids, list(range(n))), key=["id"], commit_info={})
+    catalog.merge(uri, videos(ids[:50] + [str(n)], [1] * 51, synced=T1), key=["id"], commit_info={})
+    assert catalog.row_count(uri) == n + 1
+    groups = [pq.ParquetFile(f).metadata.row_group(i).num_rows
+              for f in DeltaTable(uri).file_uris() for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    assert sum(groups) == n + 1 and max(groups) <= ROWS_PER_GROUP
+
+
 def test_merge_schema_evolution_keeps_values_of_missing_columns(catalog: DeltaCatalog, uri: str) -> None:
     catalog.overwrite(uri, videos(["1", "2"], [10, 20]), key=["id"], commit_info={})
     src = pa.table({"id": ["1", "3"], "view_count": pa.array([11, 30], pa.int64()),
