@@ -137,6 +137,7 @@ class _Runtime:
                                    client._post_token, env_var=client.refresh_token_env,
                                    on_refresh=client._count_refresh)
         self.headers_for: tuple[str, dict[str, str]] = ("", {})
+        self.proven_tokens: set[str] = set()  # access tokens the API has accepted (a handful per run)
 
 
 _init_lock = threading.Lock()
@@ -378,6 +379,7 @@ class TikTokClient(dg.ConfigurableResource):
         budget = rt.budgets[endpoint]
         token = tokens.access_token()
         refreshed = False
+        auth_refreshes = 0
         attempt = 0
         while True:
             cached_token, headers = rt.headers_for
@@ -388,12 +390,21 @@ class TikTokClient(dg.ConfigurableResource):
             resp = self._send(rt, endpoint, method, url, json=body, headers=headers)
             result = resp if isinstance(resp, Retry) else classify_data_response(resp)
             if isinstance(result, dict):
+                rt.proven_tokens.add(token)
                 return result
             if result is AUTH_INVALID:
-                if refreshed:
+                # A fresh token rejected before it ever worked means refreshing does not help: stop. One
+                # that served requests (say, on another stream's thread) was revoked since: refresh again,
+                # a bounded number of times.
+                if refreshed and token not in rt.proven_tokens:
                     raise TikTokApiError("access_token_invalid",
                                          f"{endpoint}: access token rejected again right after a refresh",
                                          status=getattr(resp, "status_code", None))
+                auth_refreshes += 1
+                if auth_refreshes > self.max_retries:
+                    raise TikTokApiError("access_token_invalid",
+                                         f"{endpoint}: access token rejected {auth_refreshes} times in a row, "
+                                         "each time after a refresh", status=getattr(resp, "status_code", None))
                 refreshed = True
                 logger.info("TikTok %s: access_token_invalid; refreshing once and repeating", endpoint)
                 token = tokens.invalidate(token)

@@ -99,7 +99,9 @@ def test_access_token_invalidated_mid_pagination(sandbox_factory, tmp_path):
     refreshes = _meta_sum(result, "token_refreshes")
     assert refreshes >= 3  # the first token plus at least two mid-pagination refreshes
     assert counts["oauth_token"] == refreshes
-    assert server.status_counts()[401] == refreshes - 1  # one 401 per invalidated token, never twice
+    # One refresh per invalidated token, whichever stream saw it first. The two streams page side by side, so
+    # a token can be rejected once per stream in flight: at most two 401s per invalidated token.
+    assert refreshes - 1 <= server.status_counts()[401] <= 2 * (refreshes - 1)
     assert store_refresh_token(env) == server.current_refresh_token()
 
 

@@ -235,6 +235,33 @@ def test_client_access_token_invalid_twice_fails_after_one_refresh(rs, make_clie
     assert len(calls_to(rs, TOKEN_URL)) == 2 and len(calls_to(rs, USER_URL)) == 2
 
 
+def test_client_refreshes_again_when_a_token_that_worked_is_revoked(rs, make_client):
+    """Two streams share the token. Stream A refreshes after a 401; stream B uses the new token successfully;
+    then that token is revoked before A's repeat arrives. A's second 401 is a new revocation, not 'fresh
+    tokens do not work', so A refreshes once more instead of failing."""
+    second, third = "act.second-access-BBB", "act.third-access-CCC"
+    rs.post(TOKEN_URL, json=token_body())
+    rs.post(TOKEN_URL, json=token_body(access=second, refresh="rft.b-222"))
+    rs.post(TOKEN_URL, json=token_body(access=third, refresh="rft.c-333"))
+    client = make_client()
+
+    def bearer(token: str) -> list:
+        return [matchers.header_matcher({"Authorization": f"Bearer {token}"})]
+
+    def other_stream_then_revoke(request):  # noqa: ANN001, ANN202
+        worker = threading.Thread(target=lambda: list(client.iter_video_pages(["id"])))
+        worker.start()
+        worker.join()
+        return 401, {}, json.dumps(err("access_token_invalid"))
+
+    rs.get(USER_URL, json=err("access_token_invalid"), status=401, match=bearer(ACCESS))
+    rs.add_callback(responses.GET, USER_URL, callback=other_stream_then_revoke, match=bearer(second))
+    rs.get(USER_URL, json=ok({"user": {"open_id": "o"}}), match=bearer(third))
+    rs.post(LIST_URL, json=ok({"videos": [{"id": 1}], "cursor": 0, "has_more": False}), match=bearer(second))
+    assert client.user_info(["open_id"]) == {"open_id": "o"}
+    assert len(calls_to(rs, TOKEN_URL)) == 3 and client.stats.refreshes == 3
+
+
 def test_client_invalid_grant_fails_fast_with_reauthorize_message(rs, make_client, caplog):
     caplog.set_level(logging.DEBUG)
     rs.post(TOKEN_URL, status=400, json={
