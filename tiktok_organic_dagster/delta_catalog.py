@@ -133,6 +133,19 @@ class WriteResult:
         return {f"delta/{k}": v for k, v in asdict(self).items() if v is not None and k != "uri"}
 
 
+def _at_least(column: str, value: Any, or_null: bool = False) -> str | None:
+    """Merge-predicate condition ``t.column >= value`` for a date or timezone-aware timestamp (the types whose
+    ISO spelling delta-rs compares exactly); None for anything else, which merges unpruned."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        literal = value.astimezone(timezone.utc).isoformat()
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        literal = value.isoformat()
+    else:
+        return None
+    condition = f"t.`{column}` >= '{literal}'"
+    return f"({condition} OR t.`{column}` IS NULL)" if or_null else condition
+
+
 def validate_name(value: str, setting: str, *, allow_empty: bool = False) -> str:
     """Path components must be plain names so no setting can escape the lakehouse root."""
     if allow_empty and value == "":
@@ -432,9 +445,15 @@ class DeltaCatalog(dg.ConfigurableResource):
             raise CommitFailedError(f"table was created concurrently: {exc}") from exc
 
     def merge(self, uri: str, data: pa.Table, *, key: list[str], commit_info: dict[str, str],
-              update_only_if_changed: bool = True) -> WriteResult:
-        """Upsert on ``key`` in one commit (see module docstring for the exact semantics)."""
-        return self._merge(uri, data, key, commit_info, update_only_if_changed, SYNC_INCREMENTAL)
+              update_only_if_changed: bool = True, stored_at_least: tuple[str, Any] | None = None
+              ) -> WriteResult:
+        """Upsert on ``key`` in one commit (see module docstring for the exact semantics).
+
+        ``stored_at_least=(column, value)``: every stored row that can match has ``column >= value`` or a null
+        there (e.g. a video's ``create_time``, which never changes). The merge then skips older files by their
+        statistics instead of scanning the whole table."""
+        prune = _at_least(*stored_at_least, or_null=True) if stored_at_least is not None else None
+        return self._merge(uri, data, key, commit_info, update_only_if_changed, SYNC_INCREMENTAL, prune=prune)
 
     def snapshot_merge(self, uri: str, data: pa.Table, *, key: list[str],
                        snapshot_column: str = "snapshot_date", commit_info: dict[str, str]) -> WriteResult:
@@ -446,8 +465,7 @@ class DeltaCatalog(dg.ConfigurableResource):
         # the merge skip older files by their statistics, so a daily snapshot does not scan a year of history
         # (0.30 -> 0.03 s at 365 days x 5,000 rows measured).
         oldest = pc.min(data.column(snapshot_column)).as_py() if data.num_rows else None
-        prune = (f"t.`{snapshot_column}` >= '{oldest.isoformat()}'"
-                 if isinstance(oldest, date) and not isinstance(oldest, datetime) else None)
+        prune = _at_least(snapshot_column, oldest) if oldest is not None else None
         return self._merge(uri, data, keys, commit_info, True, SYNC_SNAPSHOT, prune=prune)
 
     def maintain(self, uri: str) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
 
 ROWS_PER_GROUP = 10_000  # ~10 MB of video rows in Arrow: the writer's working set
-ROWS_PER_FILE = 1_000_000  # ~130 MB of Parquet for videos, near delta-rs's 100 MiB target file size
+# ~3 MB of Parquet for videos. Pages arrive newest first, so each file covers a create_time range: an
+# incremental merge into the recent window rewrites only the newest file, not a 100k-video account.
+ROWS_PER_FILE = 25_000
 MAX_STRING_STAT = 64  # delta-rs truncates string minimums to 64 characters; longer maximums are omitted
 
 

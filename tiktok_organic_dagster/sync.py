@@ -224,12 +224,15 @@ def _merge_window(
         # a video's create_time never changes, so stored rows of listed videos are at least as new as the oldest
         created = batch.column("create_time")
         oldest = pc.min(created).as_py() if created.null_count == 0 else None
-        prune = pc.field("create_time") >= pa.scalar(oldest, type=TS) if oldest is not None else None
+        prune = ((pc.field("create_time") >= pa.scalar(oldest, type=TS)) | pc.field("create_time").is_null()
+                 if oldest is not None else None)
         current = catalog.read_keys(uri, "id", listed, prune=prune)
     checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
     batch, matched, changed = _mark_changes(batch, current, now)
     del current
-    write = catalog.merge(uri, batch, key=["id"], commit_info=info, update_only_if_changed=False)
+    oldest = pc.min(batch.column("create_time")).as_py() if batch.column("create_time").null_count == 0 else None
+    write = catalog.merge(uri, batch, key=["id"], commit_info=info, update_only_if_changed=False,
+                          stored_at_least=("create_time", oldest) if oldest is not None else None)
     write.updated, write.unchanged = changed, matched - changed  # payload changes, not rows rewritten
     meta["rows_seen_unchanged"] = matched - changed
     if refresh_all_counters:

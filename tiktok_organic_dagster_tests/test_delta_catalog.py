@@ -254,6 +254,39 @@ def test_merge_rewrites_files_in_bounded_row_groups(catalog: DeltaCatalog, uri: 
     assert sum(groups) == n + 1 and max(groups) <= ROWS_PER_GROUP
 
 
+def test_streamed_overwrite_splits_by_arrival_and_merge_rewrites_only_the_newest_file(
+        catalog: DeltaCatalog, uri: str) -> None:
+    """Pages arrive newest first, so each file of a large full sync covers a create_time range; a merge of the
+    recent window (create_time >= its oldest) then rewrites only the newest file, whatever the account size."""
+    from tiktok_organic_dagster.delta_stream_writer import ROWS_PER_FILE
+
+    n = 3 * ROWS_PER_FILE + 100
+    created = pa.array([T0 - timedelta(minutes=i) for i in range(n)], pa.timestamp("us", "UTC"))
+    created = pc_fill(created, n - 1)  # the oldest stored video lacks create_time: it must still match
+    table = pa.table({"id": pa.array([str(i) for i in range(n)]), "create_time": created,
+                      "view_count": pa.array(range(n), pa.int64()),
+                      "_synced_at": pa.array([T0] * n, pa.timestamp("us", "UTC"))})
+    catalog.overwrite(uri, pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=20)),
+                      key=["id"], commit_info={})
+    files = set(DeltaTable(uri).file_uris())
+    assert len(files) >= 3  # split at row-group boundaries once a file holds ROWS_PER_FILE rows
+    window = table.slice(0, 30).set_column(2, "view_count", pa.array([-1] * 30, pa.int64()))
+    stray = table.slice(n - 1, 1).set_column(1, "create_time", pa.array([T0], pa.timestamp("us", "UTC")))
+    result = catalog.merge(uri, pa.concat_tables([window, stray]), key=["id"], commit_info={},
+                           stored_at_least=("create_time", T0 - timedelta(minutes=29)))
+    assert (result.inserted, result.updated) == (0, 31)
+    after = set(DeltaTable(uri).file_uris())
+    assert len(files - after) == 2  # the newest file and the one holding the null create_time, no other
+    data = rows_by_id(catalog.read(uri))
+    assert len(data) == n and data["0"]["view_count"] == -1 and data[str(n - 1)]["view_count"] == n - 1
+
+
+def pc_fill(values: pa.Array, null_at: int) -> pa.Array:
+    items = values.to_pylist()
+    items[null_at] = None
+    return pa.array(items, values.type)
+
+
 def test_merge_schema_evolution_keeps_values_of_missing_columns(catalog: DeltaCatalog, uri: str) -> None:
     catalog.overwrite(uri, videos(["1", "2"], [10, 20]), key=["id"], commit_info={})
     src = pa.table({"id": ["1", "3"], "view_count": pa.array([11, 30], pa.int64()),
