@@ -252,6 +252,9 @@ def test_merge_rewrites_files_in_bounded_row_groups(catalog: DeltaCatalog, uri: 
     groups = [pq.ParquetFile(f).metadata.row_group(i).num_rows
               for f in DeltaTable(uri).file_uris() for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
     assert sum(groups) == n + 1 and max(groups) <= ROWS_PER_GROUP
+    # and still compressed as delta-rs writes by default (writer properties without a codec write none)
+    assert {pq.ParquetFile(f).metadata.row_group(0).column(0).compression
+            for f in DeltaTable(uri).file_uris()} == {"SNAPPY"}
 
 
 def test_streamed_overwrite_splits_by_arrival_and_merge_rewrites_only_the_newest_file(
