@@ -406,7 +406,7 @@ class TikTokClient(dg.ConfigurableResource):
                                          f"{endpoint}: access token rejected {auth_refreshes} times in a row, "
                                          "each time after a refresh", status=getattr(resp, "status_code", None))
                 refreshed = True
-                logger.info("TikTok %s: access_token_invalid; refreshing once and repeating", endpoint)
+                logger.info("TikTok %s: access_token_invalid; refreshing and repeating", endpoint)
                 token = tokens.invalidate(token)
                 continue
             if isinstance(result, tuple) and result[0] == "scope":
