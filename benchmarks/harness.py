@@ -89,12 +89,8 @@ class Target:
 
 def expire_stored_access_token(path: Path) -> None:
     """Mark the stored access token expired (keeps the rotated refresh token): the next run refreshes."""
-    if not path.exists():
-        return
-    store = TokenStore(path)
-    with store.locked():
-        for key, entry in store.read_all().items():
-            store.put(key, replace(entry, access_refresh_after=0.0, access_expires_at=0.0))
+    if path.exists():
+        TokenStore(path).expire_access_tokens()
 
 
 def client_override(env: dict[str, str], **fields: Any) -> dict[str, Any]:

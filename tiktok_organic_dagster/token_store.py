@@ -203,6 +203,14 @@ class TokenStore:
         entries[key] = entry
         self._write({"version": STORE_VERSION, "entries": {k: e.to_json() for k, e in entries.items()}})
 
+    def expire_access_tokens(self) -> None:
+        """Mark every stored access token expired, keeping the refresh tokens: the next run refreshes first,
+        as after a day (TikTok access tokens live 24 h). For tests and benchmarks of daily runs."""
+        with self.locked():
+            entries = self.read_all()
+            expired = {k: replace(e, access_refresh_after=0.0, access_expires_at=0.0) for k, e in entries.items()}
+            self._write({"version": STORE_VERSION, "entries": {k: e.to_json() for k, e in expired.items()}})
+
     def _write(self, doc: dict[str, Any]) -> None:
         """Temp file in the same directory (created 0600) + fsync + os.replace + directory fsync."""
         directory = self.path.parent

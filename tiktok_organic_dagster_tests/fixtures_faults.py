@@ -136,18 +136,11 @@ def store_refresh_token(env: dict[str, str], key: str = "tiktok_organic") -> str
     return doc["entries"][key]["refresh_token"]
 
 
-def expire_stored_access_token(env: dict[str, str], key: str = "tiktok_organic") -> None:
-    """What a day does to the token store: the stored access token is past its expiry, so the next run
-    refreshes before its first data request (the rotated refresh token stays)."""
-    from dataclasses import replace
-
+def expire_stored_access_token(env: dict[str, str]) -> None:
+    """What a day does to the token store: the next run refreshes before its first data request."""
     from tiktok_organic_dagster.token_store import TokenStore
 
-    store = TokenStore(Path(env["TIKTOK_TOKEN_STORE"]))
-    with store.locked():
-        entry = store.get(key)
-        assert entry is not None
-        store.put(key, replace(entry, access_refresh_after=0.0, access_expires_at=0.0))
+    TokenStore(Path(env["TIKTOK_TOKEN_STORE"])).expire_access_tokens()
 
 
 # ------------------------------------------------------------------------------------ child processes

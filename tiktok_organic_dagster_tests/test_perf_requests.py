@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -14,20 +13,12 @@ from tiktok_organic_dagster import sync
 from tiktok_organic_dagster.delta_catalog import DeltaCatalog
 from tiktok_organic_dagster.rate_budget import RateBudget
 from tiktok_organic_dagster.streams import VIDEO_FIELDS, ChunkBuffer
-from tiktok_organic_dagster.token_store import TokenStore
+from tiktok_organic_dagster_tests.fixtures_faults import expire_stored_access_token
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
 FULL, SYNC = "tiktok_organic_full_sync", "tiktok_organic_sync"
 REFRESH = {"ops": {"tiktok_organic__sync": {"config": {"refresh_all_counters": True}}}}
 DAY = 86400
-
-
-def _expire_stored_access_token(env: dict[str, str]) -> None:
-    """As on a daily schedule (TikTok access tokens live 24 h): the next run refreshes once."""
-    store = TokenStore(env["TIKTOK_TOKEN_STORE"])
-    with store.locked():
-        for key, entry in store.read_all().items():
-            store.put(key, replace(entry, access_refresh_after=0.0))
 
 
 def _lookback_pages(times_newest_first: list[int], cutoff: int) -> int:
@@ -58,7 +49,7 @@ def test_incremental_pages_through_a_window_of_several_pages(sandbox_factory, tm
     assert run_job(FULL, env).success
     newest_known = server.videos()[0]["create_time"]
     server.add_videos(45)
-    _expire_stored_access_token(env)
+    expire_stored_access_token(env)
     server.reset_counts()
 
     result = run_job(SYNC, env)

@@ -246,3 +246,16 @@ def test_token_manager_refreshes_shortly_before_expiry(tmp_path):
     assert mgr.access_token() == "act.tok-2"
     assert sent == ["rft.r-0", "rft.r-1"]
     assert repr(mgr.entry()).find("rft.") == -1  # repr never shows tokens
+
+
+def test_expire_access_tokens_keeps_every_refresh_token(tmp_path):
+    store = TokenStore(tmp_path / "t.json")
+    later = time.time() + 3600
+    for key in ("a", "b"):
+        store.put(key, TokenEntry(refresh_token=f"rft.{key}-one", access_token=f"act.{key}",
+                                  access_expires_at=later, access_refresh_after=later))
+    assert store.get("a").access_fresh(time.time())
+    store.expire_access_tokens()
+    for key in ("a", "b"):
+        entry = store.get(key)
+        assert entry.refresh_token == f"rft.{key}-one" and not entry.access_fresh(time.time())
