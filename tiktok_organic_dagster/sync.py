@@ -208,6 +208,12 @@ def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict
     return catalog.overwrite(uri, source, key=["id"], commit_info=info)
 
 
+def _oldest_created(batch: pa.Table) -> datetime | None:
+    """Oldest create_time of the batch; None if any is missing (then nothing can be pruned by it)."""
+    created = batch.column("create_time")
+    return pc.min(created).as_py() if created.null_count == 0 else None
+
+
 def _merge_window(
     client: TikTokClient, catalog: DeltaCatalog, uri: str, batch: pa.Table, cutoff: int, now: datetime,
     refresh_all_counters: bool, asset_key: dg.AssetKey, info: dict[str, str],
@@ -222,15 +228,14 @@ def _merge_window(
             batch = concat([batch, refreshed])  # type: ignore[assignment]
     else:
         # a video's create_time never changes, so stored rows of listed videos are at least as new as the oldest
-        created = batch.column("create_time")
-        oldest = pc.min(created).as_py() if created.null_count == 0 else None
+        oldest = _oldest_created(batch)
         prune = ((pc.field("create_time") >= pa.scalar(oldest, type=TS)) | pc.field("create_time").is_null()
                  if oldest is not None else None)
         current = catalog.read_keys(uri, "id", listed, prune=prune)
     checks = _validate(asset_key, batch, "id", VIDEO_COUNTERS)
     batch, matched, changed = _mark_changes(batch, current, now)
     del current
-    oldest = pc.min(batch.column("create_time")).as_py() if batch.column("create_time").null_count == 0 else None
+    oldest = _oldest_created(batch)  # refreshed older videos included
     write = catalog.merge(uri, batch, key=["id"], commit_info=info, update_only_if_changed=False,
                           stored_at_least=("create_time", oldest) if oldest is not None else None)
     write.updated, write.unchanged = changed, matched - changed  # payload changes, not rows rewritten
