@@ -15,7 +15,7 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m tiktok_organic_dagster.demo
+	$(BIN)/python -m tiktok_organic_dagster.cli.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
@@ -24,7 +24,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 dev: $(STAMP)
-	$(BIN)/python -m tiktok_organic_dagster.dev
+	$(BIN)/python -m tiktok_organic_dagster.cli.dev
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

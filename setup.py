@@ -13,6 +13,7 @@ setup(
         "pandas>=2.2",
         "deltalake[pandas,pyarrow]>=1.6,<1.7",
         "pyyaml>=6",
+        "croniter>=2",  # cron validation and periods (Dagster's own helpers are private)
     ],
     extras_require={
         "dev": [
@@ -21,12 +22,16 @@ setup(
             "moto[server]>=5.1",
             "boto3>=1.34",
             "ruff>=0.6",
+            "mypy>=1.11",
+            "types-requests",
+            "types-PyYAML",
+            "types-croniter",
             "dagster-dg-cli==1.13.*",
         ],
     },
     entry_points={
         "console_scripts": [
-            "tiktok-organic-authorize=tiktok_organic_dagster.authorize:main",
+            "tiktok-organic-authorize=tiktok_organic_dagster.cli.authorize:main",
             "tiktok-organic-sandbox=tiktok_organic_dagster.sandbox:main",
         ],
     },

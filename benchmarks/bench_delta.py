@@ -83,7 +83,7 @@ def changed_rows(base: pa.Table, count: int, seed: int, new: int = 0) -> pa.Tabl
 
 # ----------------------------------------------------------------------------------- scenarios
 def _catalog(root: Path):  # noqa: ANN202 - imported lazily so children measure their own RSS
-    from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+    from tiktok_organic_dagster.lake import DeltaCatalog
 
     return DeltaCatalog(root_uri=str(root), delta_log_retention_days=7)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sandbox_proc import SandboxProcess
-from tiktok_organic_dagster.token_store import TokenStore
+from tiktok_organic_dagster_tests.helpers import expire_access_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "tiktok_organic"
@@ -90,7 +90,7 @@ class Target:
 def expire_stored_access_token(path: Path) -> None:
     """Mark the stored access token expired (keeps the rotated refresh token): the next run refreshes."""
     if path.exists():
-        TokenStore(path).expire_access_tokens()
+        expire_access_tokens(path)
 
 
 def client_override(env: dict[str, str], **fields: Any) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from benchmarks.harness import (
 )
 from benchmarks.sandbox_proc import SandboxProcess
 from tiktok_organic_dagster.settings import StreamSettings
-from tiktok_organic_dagster.tiktok_client import TikTokClient
+from tiktok_organic_dagster.tiktok.client import TikTokClient
 
 LOOKBACK_DAYS: int = StreamSettings.model_fields["lookback_days"].default  # the videos stream default
-QUERY_PARALLELISM: int = TikTokClient.model_fields["query_parallelism"].default
+QUERY_PARALLELISM: int = TikTokClient.query_parallelism
 RATE_LIMIT, RATE_WINDOW_S = 120, 10.0
 
 

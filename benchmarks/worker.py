@@ -3,7 +3,7 @@ prints one JSON result line on stdout.
 
 Fresh per measurement so ``ru_maxrss`` is this scenario's peak alone. The environment (sandbox URL and
 credentials, Delta root, token store) comes from the parent; the spec never holds secrets. Timing starts
-after the imports a code location does anyway (``tiktok_organic_dagster.definitions``) and covers
+after the imports a code location does anyway (``tiktok_organic_dagster.defs.definitions``) and covers
 building the definitions plus ``execute_in_process`` — the work of one run. Import time is reported
 separately.
 """
@@ -22,11 +22,11 @@ from typing import Any  # noqa: E402
 import dagster as dg  # noqa: E402
 import requests  # noqa: E402
 
-import tiktok_organic_dagster.definitions  # noqa: E402,F401  (what loading the code location imports)
-from tiktok_organic_dagster.definitions import build_definitions  # noqa: E402
+import tiktok_organic_dagster.defs.definitions  # noqa: E402,F401  (what loading the code location imports)
+from tiktok_organic_dagster.defs.definitions import build_definitions  # noqa: E402
 from tiktok_organic_dagster.settings import load_settings  # noqa: E402
-from tiktok_organic_dagster.streams import VIDEO_FIELDS  # noqa: E402
-from tiktok_organic_dagster.tiktok_client import TikTokClient  # noqa: E402
+from tiktok_organic_dagster.tiktok.client import TikTokClient  # noqa: E402
+from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _T0
 KEEP_META = ("api_requests", "api_429s", "api_retries", "token_refreshes", "rows_synced", "rows_inserted",

@@ -1,8 +1,34 @@
-"""Keep a TikTok account's organic data in Delta Lake with Dagster.
+"""Keep TikTok accounts' organic data in Delta Lake with Dagster.
 
-``defs`` is re-exported so ``dagster ... -m tiktok_organic_dagster`` finds the code location.
+Rooms, imports one way (each may import the ones after it, never the ones before):
+
+- ``defs/``: the Dagster definitions, the only place that imports dagster;
+- ``cli/``: command-line tools (authorize, demo, dev);
+- ``sync/``: what one stream's sync does, plain results;
+- ``settings``: the source settings (a hosted connector's form), validated;
+- ``tiktok/``: the TikTok API client (plain Python) and the stream registry; ``lake/``: Delta tables, no
+  TikTok words;
+- ``names``: every name given to things outside Python.
+
+``sandbox/`` is the fake TikTok API for demos and tests; product code never imports it.
+
+Importing the package builds nothing and reads no settings: ``definitions`` (what ``dagster ... -m
+tiktok_organic_dagster`` loads) is resolved on first access.
 """
 
-from tiktok_organic_dagster.definitions import defs
+from typing import Any
 
-__all__ = ["defs"]
+_LAZY = {"definitions": ("tiktok_organic_dagster.defs.definitions", "defs")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

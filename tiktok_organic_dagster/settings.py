@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster._utils.schedules import is_valid_cron_string
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,9 +28,9 @@ from pydantic import (
     model_validator,
 )
 
-CONFIG_ENV = "TIKTOK_ORGANIC_CONFIG"
-DEFAULT_SOURCE_NAME = "tiktok_organic"
-STREAMS = ("user_info", "videos")
+from tiktok_organic_dagster.names import CONFIG_ENV, DEFAULT_SOURCE_NAME
+from tiktok_organic_dagster.tiktok.streams import STREAM_NAMES as STREAMS
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,9 +62,17 @@ def _check_name(value: str, what: str, allow_empty: bool = False) -> str:
 
 
 def _check_cron(value: str) -> str:
-    if not is_valid_cron_string(value):
+    if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError(f"{value!r} is not a valid cron expression (five fields, e.g. '0 6 * * *')")
     return value
+
+
+def cron_period(cron: str, timezone_name: str) -> timedelta:
+    """Longest gap between consecutive ticks over the next few weeks (irregular crons included)."""
+    start = datetime.now(zoneinfo.ZoneInfo(timezone_name))
+    ticks = croniter(cron, start)
+    times = [ticks.get_next(datetime) for _ in range(60)]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
 
 
 class StreamSettings(_Strict):

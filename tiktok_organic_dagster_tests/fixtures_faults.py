@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from tiktok_organic_dagster.sandbox import SandboxServer
-from tiktok_organic_dagster.streams import USER_FIELDS
+from tiktok_organic_dagster.tiktok.streams import USER_FIELDS
 from tiktok_organic_dagster_tests.helpers import catalog_for, expected_video, read_rows, run_job
 
 SYNC = "tiktok_organic_sync"
@@ -138,9 +138,9 @@ def store_refresh_token(env: dict[str, str], key: str = "tiktok_organic") -> str
 
 def expire_stored_access_token(env: dict[str, str]) -> None:
     """What a day does to the token store: the next run refreshes before its first data request."""
-    from tiktok_organic_dagster.token_store import TokenStore
+    from tiktok_organic_dagster_tests.helpers import expire_access_tokens
 
-    TokenStore(Path(env["TIKTOK_TOKEN_STORE"])).expire_access_tokens()
+    expire_access_tokens(env["TIKTOK_TOKEN_STORE"])
 
 
 # ------------------------------------------------------------------------------------ child processes

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from tiktok_organic_dagster.definitions import build_definitions
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+from tiktok_organic_dagster.defs.definitions import build_definitions
+from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.names import COMMIT_PREFIX
 from tiktok_organic_dagster.sandbox import SandboxServer
 from tiktok_organic_dagster.settings import load_settings
-from tiktok_organic_dagster.streams import VIDEO_FIELDS
+from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS
 
 
 def sandbox_env(server: SandboxServer, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -56,7 +57,7 @@ def run_job(job_name: str, env: dict[str, str], instance: dg.DagsterInstance | N
 
 
 def catalog_for(env: dict[str, str]) -> DeltaCatalog:
-    return DeltaCatalog(root_uri=env["TIKTOK_DELTA_ROOT"])
+    return DeltaCatalog(root_uri=env["TIKTOK_DELTA_ROOT"], metadata_prefix=COMMIT_PREFIX)
 
 
 def read_rows(env: dict[str, str], table: str, layer: str = "raw", folder: str = "tiktok_organic") -> list[dict]:
@@ -71,3 +72,16 @@ def expected_video(truth: dict) -> dict:
     out = {k: truth.get(k) for k in VIDEO_FIELDS}
     out["create_time"] = datetime.fromtimestamp(truth["create_time"], timezone.utc)
     return out
+
+
+def expire_access_tokens(path: str | Path) -> None:
+    """What a day does to a token store (TikTok access tokens live 24 h): every stored access token expires,
+    the refresh tokens stay, so the next run refreshes before its first data request."""
+    from dataclasses import replace
+
+    from tiktok_organic_dagster.tiktok.token_store import TokenStore
+
+    store = TokenStore(Path(path))
+    with store.locked():
+        for key, entry in store.read_all().items():
+            store.put(key, replace(entry, access_refresh_after=0.0, access_expires_at=0.0))

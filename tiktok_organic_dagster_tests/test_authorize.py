@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from tiktok_organic_dagster.authorize import main, parse_pasted
-from tiktok_organic_dagster.tiktok_client import TikTokClient
+from tiktok_organic_dagster.cli.authorize import main, parse_pasted
+from tiktok_organic_dagster.tiktok.client import TikTokClient
 
 TOKEN_URL = "https://open.tiktokapis.com/v2/oauth/token/"
 REDIRECT = "https://example.com/tiktok/callback"

@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import responses
 
-from tiktok_organic_dagster.checks import count_decreases
+from tiktok_organic_dagster.sync.checks import count_decreases
 from tiktok_organic_dagster_tests.fixtures_faults import failed_steps, failure_text, snapshot
 from tiktok_organic_dagster_tests.helpers import run_job
 
@@ -87,10 +87,12 @@ def test_monotonic_check_warns_when_views_drop_between_days(tmp_path):
     import dagster as dg
     import pyarrow as pa
 
-    from tiktok_organic_dagster.checks import build_monotonic_check
-    from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+    from tiktok_organic_dagster.defs.checks import build_monotonic_check
+    from tiktok_organic_dagster.defs.resources import DeltaCatalogResource
+    from tiktok_organic_dagster.lake import DeltaCatalog
 
     catalog = DeltaCatalog(root_uri=str(tmp_path))
+    resource = DeltaCatalogResource(root_uri=str(tmp_path))
     path = ("raw", "tiktok_organic", "videos_history")
     uri = catalog.table_uri(*path)
 
@@ -101,19 +103,19 @@ def test_monotonic_check_warns_when_views_drop_between_days(tmp_path):
     catalog.snapshot_merge(uri, day(date(2026, 11, 23), [100, 50]), key=["id"], commit_info={})
     catalog.snapshot_merge(uri, day(date(2026, 11, 24), [120, 40]), key=["id"], commit_info={})
     check = build_monotonic_check(dg.AssetKey(list(path)), path, "cat", "id", ("view_count",))
-    context = dg.build_asset_check_context(resources={"cat": catalog})
+    context = dg.build_asset_check_context(resources={"cat": resource})
     result = check(context)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["decreased_view_count"].value == 1
     catalog.snapshot_merge(uri, day(date(2026, 11, 25), [130, 60]), key=["id"], commit_info={})
-    assert check(dg.build_asset_check_context(resources={"cat": catalog})).passed
+    assert check(dg.build_asset_check_context(resources={"cat": resource})).passed
 
 
 def test_newest_snapshot_dates_bounded_by_file_statistics(tmp_path):
     from datetime import date, timedelta
 
-    from tiktok_organic_dagster.checks import newest_snapshot_dates
-    from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+    from tiktok_organic_dagster.lake import DeltaCatalog
+    from tiktok_organic_dagster.sync.checks import newest_snapshot_dates
 
     catalog = DeltaCatalog(root_uri=str(tmp_path))
     uri = catalog.table_uri("raw", "tiktok_organic", "videos_history")

@@ -10,9 +10,10 @@ import time
 import dagster as dg
 import pytest
 
+from tiktok_organic_dagster.defs.resources import TikTokClientResource
 from tiktok_organic_dagster.sandbox import Faults
-from tiktok_organic_dagster.tiktok_client import TikTokClient
-from tiktok_organic_dagster.tiktok_errors import ReauthorizationRequired
+from tiktok_organic_dagster.tiktok.client import TikTokClient
+from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired
 
 FIELDS = ["id", "create_time", "title", "view_count"]
 
@@ -147,17 +148,18 @@ def test_client_sandbox_two_processes_refresh_concurrently(sandbox_factory, tmp_
 
 
 def test_client_sandbox_as_dagster_resource_logs_no_secrets(sandbox_factory, tmp_path, caplog):
-    """setup_for_execution/teardown run under Dagster; refresh/429 events reach the run log redacted."""
+    """The Dagster resource hands out the plain client; its refresh/429 log records reach the run log redacted."""
     caplog.set_level(logging.DEBUG)
     server = sandbox_factory(video_count=30)
     server.set_faults(Faults(status_429_every=3))
 
     @dg.asset
-    def videos(tiktok: TikTokClient) -> int:
-        return len([v for page in tiktok.iter_video_pages(FIELDS) for v in page])
+    def videos(tiktok: TikTokClientResource) -> int:
+        return len([v for page in tiktok.get_client().iter_video_pages(FIELDS) for v in page])
 
+    opts = {k: v for k, v in vars(make_client(server, tmp_path)).items() if not k.startswith("_")}
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([videos], resources={"tiktok": make_client(server, tmp_path)}, instance=instance)
+    result = dg.materialize([videos], resources={"tiktok": TikTokClientResource(**opts)}, instance=instance)
     assert result.success and result.output_for_node("videos") == 30
     messages = [e.message or "" for e in instance.all_logs(result.run_id)]
     assert any("rate limited" in m for m in messages) and any("refreshed" in m for m in messages)

@@ -28,8 +28,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from dagster_graphql.client.query import LAUNCH_PIPELINE_EXECUTION_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from tiktok_organic_dagster.assets import SOURCE_TAG
-from tiktok_organic_dagster.definitions import build_definitions
+from tiktok_organic_dagster.defs.definitions import build_definitions
+from tiktok_organic_dagster.names import SOURCE_TAG
 from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster_tests.fixtures_faults import (
     FULL,
@@ -63,7 +63,7 @@ def test_run_tag_limit_queues_second_run_of_same_source(sandbox_factory, tmp_pat
     env = sandbox_env(server, tmp_path)
     concurrency = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["concurrency"]
     (tmp_path / "defs.py").write_text(
-        "from tiktok_organic_dagster.definitions import build_definitions\n"
+        "from tiktok_organic_dagster.defs.definitions import build_definitions\n"
         "from tiktok_organic_dagster.settings import load_settings\n"
         "defs = build_definitions(load_settings())\n"
     )
@@ -113,7 +113,7 @@ def test_run_tag_limit_queues_second_run_of_same_source(sandbox_factory, tmp_pat
 _BARRIER = """
 import os, time
 import deltalake
-import tiktok_organic_dagster.delta_catalog as dc
+import tiktok_organic_dagster.lake.writes as dc
 _barrier = os.environ["FAULT_BARRIER"]
 _passed = []
 def _wait(target):

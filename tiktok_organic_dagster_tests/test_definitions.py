@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10 (setup.py allows it); dagster itself depends on tomli
     import tomli as tomllib
 
-from tiktok_organic_dagster.definitions import build_definitions
+from tiktok_organic_dagster.defs.definitions import build_definitions
 from tiktok_organic_dagster.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,16 +24,18 @@ def test_workspace_and_pyproject_point_at_the_same_module():
     [entry] = workspace["load_from"]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     tool = pyproject["tool"]["dagster"]
-    assert entry["python_module"]["module_name"] == tool["module_name"] == "tiktok_organic_dagster.definitions"
+    assert entry["python_module"]["module_name"] == tool["module_name"] == "tiktok_organic_dagster.defs.definitions"
     assert entry["python_module"]["location_name"] == tool["code_location_name"]
     assert pyproject["tool"]["dg"]["project"]["code_location_target_module"] == tool["module_name"]
 
 
-def test_package_reexports_defs():
+def test_package_reexports_the_lazy_definitions():
+    """`dagster ... -m tiktok_organic_dagster` finds the code location at the package top (lazily)."""
     import tiktok_organic_dagster
-    from tiktok_organic_dagster.definitions import defs
+    from tiktok_organic_dagster.defs.definitions import defs
 
-    assert tiktok_organic_dagster.defs is defs
+    assert "definitions" in dir(tiktok_organic_dagster)
+    assert tiktok_organic_dagster.definitions is defs
 
 
 def test_default_definitions_are_complete():
@@ -88,7 +90,7 @@ def _validate(env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIKTOK_")}
     env.update(env_extra)
     return subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tiktok_organic_dagster.definitions"],
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tiktok_organic_dagster.defs.definitions"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 

@@ -13,14 +13,16 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from tiktok_organic_dagster.delta_catalog import (
+from tiktok_organic_dagster.defs.resources import DeltaCatalogResource
+from tiktok_organic_dagster.lake import (
     CatalogConfigError,
     CommitConflictError,
     DeltaCatalog,
     DeltaCatalogError,
     VersionNotAvailableError,
 )
-from tiktok_organic_dagster.delta_maintenance import interval_seconds
+from tiktok_organic_dagster.lake.maintenance import interval_seconds
+from tiktok_organic_dagster.names import COMMIT_PREFIX
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,8 +86,10 @@ def test_table_uri_layout_and_root_resolution(tmp_path: Path, monkeypatch: pytes
     assert DeltaCatalog(root_uri=str(tmp_path)).table_uri("silver", "tt", "videos", "p_") == \
         f"{tmp_path}/silver/tt/p_videos"
     monkeypatch.setenv("TIKTOK_DELTA_ROOT", "s3://bucket/lake/")
-    assert DeltaCatalog().table_uri("bronze", "tt", "user_info") == "s3://bucket/lake/bronze/tt/user_info"
+    resource = DeltaCatalogResource()  # the Dagster resource reads the variable at run time
+    assert resource.get_catalog().table_uri("bronze", "tt", "user_info") == "s3://bucket/lake/bronze/tt/user_info"
     monkeypatch.delenv("TIKTOK_DELTA_ROOT")
+    assert resource.get_catalog().resolved_root() == os.path.abspath("data/lakehouse")
     monkeypatch.chdir(tmp_path)
     assert DeltaCatalog().resolved_root() == str(tmp_path / "data" / "lakehouse")
     with pytest.raises(CatalogConfigError, match="root_uri"):
@@ -136,7 +140,7 @@ def test_overwrite_replaces_rows_and_counts_keys(catalog: DeltaCatalog, uri: str
     data = rows_by_id(catalog.read(uri))
     assert sorted(data) == ["2", "3", "4"] and data["2"]["view_count"] == 21
     assert catalog.read(uri, version=0).num_rows == 3
-    assert catalog.history(uri)[0]["metadata"]["tiktok_organic.deleted"] == 1
+    assert catalog.history(uri)[0]["metadata"]["lake.deleted"] == 1
 
 
 def test_overwrite_streams_a_reader_and_evolves_schema(catalog: DeltaCatalog, uri: str) -> None:
@@ -150,7 +154,7 @@ def test_overwrite_streams_a_reader_and_evolves_schema(catalog: DeltaCatalog, ur
             yield batch
 
     result = catalog.overwrite(uri, pa.RecordBatchReader.from_batches(new.schema, batches()),
-                               key=["id"], commit_info={"tiktok_organic.run_id": "r-stream"})
+                               key=["id"], commit_info={"lake.run_id": "r-stream"})
     assert consumed == [3, 3, 3, 1]
     assert (result.rows_written, result.inserted, result.updated, result.deleted) == (10, 9, 1, 1)
     out = catalog.read(uri)
@@ -242,7 +246,7 @@ def test_merge_rewrites_files_in_bounded_row_groups(catalog: DeltaCatalog, uri: 
     """delta-rs would rewrite a merged file as one row group; a later read would then hold the whole table."""
     import pyarrow.parquet as pq
 
-    from tiktok_organic_dagster.delta_stream_writer import ROWS_PER_GROUP
+    from tiktok_organic_dagster.lake.stream_writer import ROWS_PER_GROUP
 
     n = 2 * ROWS_PER_GROUP + 500
     ids = [str(i) for i in range(n)]
@@ -261,7 +265,7 @@ def test_streamed_overwrite_splits_by_arrival_and_merge_rewrites_only_the_newest
         catalog: DeltaCatalog, uri: str) -> None:
     """Pages arrive newest first, so each file of a large full sync covers a create_time range; a merge of the
     recent window (create_time >= its oldest) then rewrites only the newest file, whatever the account size."""
-    from tiktok_organic_dagster.delta_stream_writer import ROWS_PER_FILE
+    from tiktok_organic_dagster.lake.stream_writer import ROWS_PER_FILE
 
     n = 3 * ROWS_PER_FILE + 100
     created = pa.array([T0 - timedelta(minutes=i) for i in range(n)], pa.timestamp("us", "UTC"))
@@ -345,8 +349,8 @@ def test_snapshot_merge_is_idempotent_per_day(catalog: DeltaCatalog) -> None:
 def test_commit_metadata_and_last_commit_time(catalog: DeltaCatalog, uri: str) -> None:
     assert catalog.last_commit_time(uri, "full") is None
     catalog.overwrite(uri, videos(["1", "2"], [1, 2]), key=["id"],
-                      commit_info={"tiktok_organic.run_id": "run-full"})
-    catalog.merge(uri, videos(["3"], [3]), key=["id"], commit_info={"tiktok_organic.run_id": "run-inc"})
+                      commit_info={"lake.run_id": "run-full"})
+    catalog.merge(uri, videos(["3"], [3]), key=["id"], commit_info={"lake.run_id": "run-inc"})
     hist = catalog.history(uri)
     assert [(h["version"], h["sync_type"], h["run_id"]) for h in hist] == [
         (1, "incremental", "run-inc"), (0, "full", "run-full")]
@@ -363,13 +367,14 @@ def test_commit_metadata_and_last_commit_time(catalog: DeltaCatalog, uri: str) -
 
 def test_dagster_run_id_is_recorded(tmp_path: Path) -> None:
     @dg.asset
-    def tiny(delta: DeltaCatalog) -> dg.MaterializeResult:
-        result = delta.overwrite(delta.table_uri("bronze", "t", "tiny"), videos(["1"], [1]), key=["id"],
-                                 commit_info={})
-        return dg.MaterializeResult(metadata=result.as_metadata())
+    def tiny(delta: DeltaCatalogResource) -> dg.MaterializeResult:
+        catalog = delta.get_catalog()
+        result = catalog.overwrite(catalog.table_uri("bronze", "t", "tiny"), videos(["1"], [1]), key=["id"],
+                                   commit_info={})
+        return dg.MaterializeResult(metadata={"version": result.version})
 
-    run = dg.materialize([tiny], resources={"delta": DeltaCatalog(root_uri=str(tmp_path))})
-    cat = DeltaCatalog(root_uri=str(tmp_path))
+    run = dg.materialize([tiny], resources={"delta": DeltaCatalogResource(root_uri=str(tmp_path))})
+    cat = DeltaCatalog(root_uri=str(tmp_path), metadata_prefix=COMMIT_PREFIX)
     assert cat.history(cat.table_uri("bronze", "t", "tiny"))[0]["run_id"] == run.run_id
 
 
@@ -479,7 +484,7 @@ def test_last_full_sync_survives_log_cleanup(tmp_path):
     catalog = DeltaCatalog(root_uri=str(tmp_path), delta_log_retention_days=1, checkpoint_every_commits=1)
     uri = catalog.table_uri("raw", "f", "videos")
     table = pa.table({"id": pa.array(["1", "2"]), "n": pa.array([1, 2], pa.int64())})
-    catalog.overwrite(uri, table, key=["id"], commit_info={})
+    catalog.overwrite(uri, table, key=["id"], commit_info={}, app_id="app.full")
     full_at = catalog.last_commit_time(uri, sync_type="full")
     for i in range(3):
         catalog.merge(uri, pa.table({"id": pa.array(["1"]), "n": pa.array([10 + i], pa.int64())}),
@@ -491,7 +496,8 @@ def test_last_full_sync_survives_log_cleanup(tmp_path):
     catalog.maintain(uri)
     assert not (log / "00000000000000000000.json").exists()  # the full sync's own log entry is gone
     assert all(h.get("sync_type") != "full" for h in catalog.history(uri))
-    remembered = catalog.last_commit_time(uri, sync_type="full")
+    assert catalog.last_commit_time(uri, sync_type="full") is None  # the commit info went with the log ...
+    remembered = catalog.last_commit_time(uri, sync_type="full", app_id="app.full")  # ... the app txn stays
     assert remembered is not None and abs((remembered - full_at).total_seconds()) < 1
 
 

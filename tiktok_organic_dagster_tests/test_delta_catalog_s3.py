@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog, VersionNotAvailableError
+from tiktok_organic_dagster.lake import DeltaCatalog, VersionNotAvailableError
 from tiktok_organic_dagster_tests.fixtures_s3 import S3Server
 
 UTC = timezone.utc
@@ -36,7 +36,7 @@ def test_s3_write_merge_read_history(catalog: DeltaCatalog, s3_root: str, s3_ser
     uri = catalog.table_uri("bronze", "tiktok", "videos")
     assert uri.startswith(s3_root) and not catalog.exists(uri) and catalog.version(uri) is None
     first = catalog.overwrite(uri, videos(["1", "2", "3"], [1, 2, 3]), key=["id"],
-                              commit_info={"tiktok_organic.run_id": "r1"})
+                              commit_info={"lake.run_id": "r1"})
     assert (first.version, first.inserted) == (0, 3)
     merged = catalog.merge(uri, videos(["3", "4"], [30, 4]), key=["id"], commit_info={})
     assert (merged.version, merged.inserted, merged.updated) == (1, 1, 1)
@@ -115,7 +115,7 @@ def _writer(uri: str, writer: int, rounds: int, env: dict[str, str], start: mp.E
     for r in range(rounds):
         ids = [f"w{writer}-r{r}-{k}" for k in range(5)]
         catalog.merge(uri, videos(ids, [r] * 5), key=["id"],
-                      commit_info={"tiktok_organic.run_id": f"writer-{writer}"})
+                      commit_info={"lake.run_id": f"writer-{writer}"})
 
 
 def test_s3_two_writers_commit_without_lost_rows(catalog: DeltaCatalog, s3_server: S3Server) -> None:

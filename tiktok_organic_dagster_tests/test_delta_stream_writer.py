@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from tiktok_organic_dagster import delta_stream_writer
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
-from tiktok_organic_dagster.delta_stream_writer import write_files
+from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.lake import stream_writer as delta_stream_writer
+from tiktok_organic_dagster.lake.stream_writer import write_files
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -83,7 +83,7 @@ def test_streamed_overwrite_skips_files_by_its_statistics(tmp_path: Path, monkey
     monkeypatch.setattr(delta_stream_writer, "ROWS_PER_FILE", 500)
     monkeypatch.setattr(delta_stream_writer, "ROWS_PER_GROUP", 250)
     result = catalog.overwrite(uri, lambda: sample(2000).to_reader(max_chunksize=250), key=["id"],
-                               commit_info={"tiktok_organic.run_id": "r-files"})
+                               commit_info={"lake.run_id": "r-files"})
     assert (result.version, result.rows_written, result.inserted, result.updated, result.deleted) == (1, 2000, 1990,
                                                                                                        10, 0)
     table = DeltaTable(uri)

@@ -15,7 +15,7 @@ def test_demo_runs_full_then_incremental(tmp_path):
     real_store, real_lake = tmp_path / "real" / "tokens.json", tmp_path / "real" / "lake"
     env.update({"TIKTOK_TOKEN_STORE": str(real_store), "TIKTOK_DELTA_ROOT": str(real_lake),
                 "TIKTOK_TABLE_PREFIX": "real_"})
-    proc = subprocess.run([sys.executable, "-m", "tiktok_organic_dagster.demo"], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tiktok_organic_dagster.cli.demo"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from tiktok_organic_dagster.definitions import build_definitions
+from tiktok_organic_dagster.defs.definitions import build_definitions
 from tiktok_organic_dagster.settings import load_settings
-from tiktok_organic_dagster.streams import USER_FIELDS, VIDEO_FIELDS
+from tiktok_organic_dagster.tiktok.streams import USER_FIELDS, VIDEO_FIELDS
 from tiktok_organic_dagster_tests.helpers import (
     catalog_for,
     expected_video,

@@ -9,7 +9,7 @@ import resource
 import signal
 import time
 
-from tiktok_organic_dagster import authorize
+from tiktok_organic_dagster.cli import authorize
 from tiktok_organic_dagster.sandbox import DEFAULT_SCOPES
 from tiktok_organic_dagster_tests.fixtures_faults import (
     FULL,
@@ -137,7 +137,7 @@ def test_sandbox_down_longer_than_retry_budget(sandbox_factory, tmp_path):
 _SLOW_OVERWRITE = """
 import os, time
 import pyarrow as pa
-import tiktok_organic_dagster.delta_catalog as dc
+import tiktok_organic_dagster.lake.writes as dc
 _write = dc.write_deltalake
 def _slow(target, data, *args, **kwargs):
     # feed the videos overwrite to delta-rs 8 rows at a time and stall after 3 batches (parent kills us)

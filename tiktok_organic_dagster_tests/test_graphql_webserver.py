@@ -56,7 +56,7 @@ def webserver(sandbox_factory, tmp_path):
     env["DAGSTER_HOME"] = str(home)
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-m", "tiktok_organic_dagster.definitions",
+        [sys.executable, "-m", "dagster_webserver", "-m", "tiktok_organic_dagster.defs.definitions",
          "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

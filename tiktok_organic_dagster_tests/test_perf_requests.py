@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tiktok_organic_dagster import sync
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
-from tiktok_organic_dagster.rate_budget import RateBudget
-from tiktok_organic_dagster.streams import VIDEO_FIELDS, ChunkBuffer
+from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.sync import videos as sync
+from tiktok_organic_dagster.sync.buffer import ChunkBuffer
+from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
+from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS
 from tiktok_organic_dagster_tests.fixtures_faults import expire_stored_access_token
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
@@ -157,7 +158,7 @@ def test_streamed_overwrite_replays_the_buffer_after_losing_a_commit_race(tmp_pa
     first = ChunkBuffer(VIDEO_FIELDS, extra, sync.SUMMARY_COLUMNS, chunk_rows=10)
     first.extend(_records(30))
     first.finish()
-    catalog.overwrite(uri, first.table(), key=["id"], commit_info={"tiktok_organic.run_id": "first"})
+    catalog.overwrite(uri, first.table(), key=["id"], commit_info={"lake.run_id": "first"})
 
     class Racing(ChunkBuffer):
         """While delta-rs consumes the first attempt, another writer commits (a real race)."""
@@ -168,7 +169,7 @@ def test_streamed_overwrite_replays_the_buffer_after_losing_a_commit_race(tmp_pa
             if not Racing.raced:
                 Racing.raced = True
                 other = threading.Thread(target=lambda: DeltaCatalog(root_uri=str(tmp_path / "lake")).merge(
-                    uri, first.table().slice(0, 3), key=["id"], commit_info={"tiktok_organic.run_id": "other"},
+                    uri, first.table().slice(0, 3), key=["id"], commit_info={"lake.run_id": "other"},
                     update_only_if_changed=False))
                 other.start()
                 other.join()
@@ -177,7 +178,7 @@ def test_streamed_overwrite_replays_the_buffer_after_losing_a_commit_race(tmp_pa
     listing = Racing(VIDEO_FIELDS, extra, sync.SUMMARY_COLUMNS, chunk_rows=10)
     listing.extend(_records(25, offset=1000))
     listing.finish()
-    write = sync._overwrite(catalog, uri, listing, {"tiktok_organic.run_id": "full"})
+    write = sync._overwrite(catalog, uri, listing, {"lake.run_id": "full"})
     assert [h["run_id"] for h in catalog.history(uri)] == ["full", "other", "first"]
     assert write.rows_written == 25 and write.deleted == 30 and write.inserted == 25
     assert sorted(catalog.read(uri).column("id").to_pylist()) == sorted(r["id"] for r in _records(25, 1000))

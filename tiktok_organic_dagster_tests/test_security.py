@@ -26,8 +26,8 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from tiktok_organic_dagster import authorize
-from tiktok_organic_dagster.delta_catalog import CatalogConfigError, DeltaCatalog
+from tiktok_organic_dagster.cli import authorize
+from tiktok_organic_dagster.lake import CatalogConfigError, DeltaCatalog
 from tiktok_organic_dagster.sandbox import Faults
 from tiktok_organic_dagster.settings import SettingsError, load_settings
 from tiktok_organic_dagster_tests.fixtures_faults import FULL, SYNC, failure_text, run
@@ -91,7 +91,7 @@ def test_no_secret_in_anything_the_project_writes_or_prints(sandbox_factory, tmp
     env = sandbox_env(server, tmp_path, DAGSTER_HOME=str(home))
     store = Path(env["TIKTOK_TOKEN_STORE"])
     (tmp_path / "defs.py").write_text(
-        "from tiktok_organic_dagster.definitions import build_definitions\n"
+        "from tiktok_organic_dagster.defs.definitions import build_definitions\n"
         "from tiktok_organic_dagster.settings import load_settings\n"
         "defs = build_definitions(load_settings())\n"
     )

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from tiktok_organic_dagster.definitions import build_definitions
-from tiktok_organic_dagster.sensors import decide
+from tiktok_organic_dagster.defs.definitions import build_definitions
+from tiktok_organic_dagster.defs.sensors import decide
 from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster_tests.helpers import patched_env, read_rows, run_job, sandbox_env
 

@@ -5,7 +5,9 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from tiktok_organic_dagster.streams import TS, VIDEO_FIELDS, ApiFieldError, records_to_table
+from tiktok_organic_dagster.sync.errors import ApiFieldError
+from tiktok_organic_dagster.sync.records import records_to_table
+from tiktok_organic_dagster.tiktok.streams import TS, VIDEO_FIELDS
 
 
 def test_types_unknown_and_missing_fields():

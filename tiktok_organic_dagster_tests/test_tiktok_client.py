@@ -12,8 +12,8 @@ import requests
 import responses
 from responses import matchers
 
-from tiktok_organic_dagster.tiktok_client import TikTokClient
-from tiktok_organic_dagster.tiktok_errors import (
+from tiktok_organic_dagster.tiktok.client import TikTokClient
+from tiktok_organic_dagster.tiktok.errors import (
     CursorStuckError,
     MissingScopeError,
     RateLimitedError,
@@ -412,14 +412,14 @@ def test_client_no_secret_in_logs_or_exceptions(rs, make_client, caplog):
     for text in texts:
         for secret in SECRETS:
             assert secret not in text
-    logging.getLogger("tiktok_organic_dagster.tiktok_client").warning("leak? %s %s", SECRET, ACCESS)
+    logging.getLogger("tiktok_organic_dagster.tiktok").warning("leak? %s %s", SECRET, ACCESS)
     assert SECRET not in caplog.text and ACCESS not in caplog.text
 
 
 def test_client_log_filter_redacts_args_and_tracebacks(make_client, caplog):
     caplog.set_level(logging.DEBUG)
     make_client()._rt()  # registers the client secret with the redactor
-    log = logging.getLogger("tiktok_organic_dagster.tiktok_client")
+    log = logging.getLogger("tiktok_organic_dagster.tiktok")
     try:
         raise ValueError(f"boom {SECRET} Bearer {ACCESS}")
     except ValueError:

@@ -12,16 +12,11 @@ from urllib.parse import parse_qs
 import pytest
 import responses
 
-from tiktok_organic_dagster.tiktok_client import TikTokClient
-from tiktok_organic_dagster.tiktok_errors import ReauthorizationRequired, TokenStoreError
-from tiktok_organic_dagster.token_store import (
-    TokenEntry,
-    TokenManager,
-    TokenStore,
-    default_store_path,
-    entry_from_token_response,
-    hash_token,
-)
+from tiktok_organic_dagster.tiktok.client import TikTokClient
+from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired, TokenStoreError
+from tiktok_organic_dagster.tiktok.token_store import TokenStore, default_store_path
+from tiktok_organic_dagster.tiktok.tokens import TokenEntry, TokenManager, entry_from_token_response, hash_token
+from tiktok_organic_dagster_tests.helpers import expire_access_tokens
 
 BASE = "https://open.tiktokapis.com"
 TOKEN_URL = f"{BASE}/v2/oauth/token/"
@@ -255,7 +250,7 @@ def test_expire_access_tokens_keeps_every_refresh_token(tmp_path):
         store.put(key, TokenEntry(refresh_token=f"rft.{key}-one", access_token=f"act.{key}",
                                   access_expires_at=later, access_refresh_after=later))
     assert store.get("a").access_fresh(time.time())
-    store.expire_access_tokens()
+    expire_access_tokens(store.path)
     for key in ("a", "b"):
         entry = store.get(key)
         assert entry.refresh_token == f"rft.{key}-one" and not entry.access_fresh(time.time())

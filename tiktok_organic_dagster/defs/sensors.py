@@ -11,10 +11,17 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from tiktok_organic_dagster.assets import catalog_key, cron_period
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
-from tiktok_organic_dagster.jobs import full_sync_job_name
-from tiktok_organic_dagster.settings import SourceSettings
+from tiktok_organic_dagster.defs.resources import DeltaCatalogResource
+from tiktok_organic_dagster.lake import SYNC_FULL, DeltaCatalog
+from tiktok_organic_dagster.names import (
+    CATCHUP_TRIGGER,
+    FULL_SYNC_APP_ID,
+    TRIGGER_TAG,
+    catalog_resource_key,
+    catchup_sensor_name,
+    full_sync_job_name,
+)
+from tiktok_organic_dagster.settings import SourceSettings, cron_period
 
 
 def last_full_sync(catalog: DeltaCatalog, source: SourceSettings) -> datetime | None:
@@ -22,7 +29,8 @@ def last_full_sync(catalog: DeltaCatalog, source: SourceSettings) -> datetime | 
     times: list[datetime] = []
     for stream, cfg in source.streams.items():
         uri = catalog.table_uri(cfg.layer, cfg.folder, source.table_name(stream))
-        when = catalog.last_commit_time(uri, sync_type="full") if catalog.exists(uri) else None
+        when = catalog.last_commit_time(uri, sync_type=SYNC_FULL, app_id=FULL_SYNC_APP_ID) \
+            if catalog.exists(uri) else None
         if when is None:
             return None
         times.append(when)
@@ -46,13 +54,13 @@ def decide(
 
 
 def build_catchup_sensor(source: SourceSettings) -> dg.SensorDefinition:
-    dk = catalog_key(source)
+    dk = catalog_resource_key(source.name)
     period = cron_period(source.full_sync.cron, source.trigger.timezone)
     grace = timedelta(hours=source.full_sync.grace_hours)
 
     @dg.sensor(
-        name=f"{source.name}_full_sync_catchup_sensor",
-        job_name=full_sync_job_name(source),
+        name=catchup_sensor_name(source.name),
+        job_name=full_sync_job_name(source.name),
         minimum_interval_seconds=15 * 60,
         required_resource_keys={dk},
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -60,8 +68,8 @@ def build_catchup_sensor(source: SourceSettings) -> dg.SensorDefinition:
         "is older than the full-sync period plus grace.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        catalog: DeltaCatalog = getattr(context.resources, dk)
-        last = last_full_sync(catalog, source)
+        resource: DeltaCatalogResource = getattr(context.resources, dk)
+        last = last_full_sync(resource.get_catalog(), source)
         now = datetime.now(timezone.utc)
         request, cursor, reason = decide(last, now, period, grace, context.cursor)
         if not request:
@@ -70,7 +78,7 @@ def build_catchup_sensor(source: SourceSettings) -> dg.SensorDefinition:
             run_requests=[
                 dg.RunRequest(
                     run_key=f"catchup:{json.loads(cursor)['for']}:{json.loads(cursor)['at']}",
-                    tags={"tiktok_organic/trigger": "catchup_sensor"},
+                    tags={TRIGGER_TAG: CATCHUP_TRIGGER},
                 )
             ],
             cursor=cursor,

@@ -14,11 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.names import COMMIT_PREFIX, full_sync_job_name, sync_job_name
 from tiktok_organic_dagster.sandbox import SandboxConfig, SandboxServer
 from tiktok_organic_dagster.settings import load_settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def prepare_dagster_home(path: Path) -> Path:
@@ -58,10 +59,13 @@ def run_job(job: str, env: dict[str, str], cwd: Path) -> float:
     return time.monotonic() - started
 
 
+def source_name() -> str:
+    return load_settings({}).sources[0].name
+
+
 def summarize(cwd: Path) -> list[str]:
-    settings = load_settings({})
-    source = settings.sources[0]
-    catalog = DeltaCatalog(root_uri=str(cwd / "data" / "lakehouse"))
+    source = load_settings({}).sources[0]
+    catalog = DeltaCatalog(root_uri=str(cwd / "data" / "lakehouse"), metadata_prefix=COMMIT_PREFIX)
     lines = [f"{'table':<52} {'rows':>6} {'version':>8}  last commit", "-" * 90]
     for stream, cfg in source.streams.items():
         for suffix in ("", "_history"):
@@ -79,13 +83,14 @@ def main() -> None:
     with SandboxServer(SandboxConfig(video_count=300)) as server:
         env = sandbox_env(server, home)
         print(f"sandbox TikTok API on {server.base_url} with {len(server.videos())} videos")
-        secs = run_job("tiktok_organic_full_sync", env, cwd)
-        print(f"full sync (tiktok_organic_full_sync) done in {secs:.1f}s")
+        name = source_name()
+        secs = run_job(full_sync_job_name(name), env, cwd)
+        print(f"full sync ({full_sync_job_name(name)}) done in {secs:.1f}s")
         new = server.add_videos(20)
         moved = server.bump_counters(fraction=0.05)
         print(f"sandbox published {len(new)} new videos and moved counters of {len(moved)} videos")
-        secs = run_job("tiktok_organic_sync", env, cwd)
-        print(f"incremental sync (tiktok_organic_sync) done in {secs:.1f}s")
+        secs = run_job(sync_job_name(name), env, cwd)
+        print(f"incremental sync ({sync_job_name(name)}) done in {secs:.1f}s")
         print()
         print("\n".join(summarize(cwd)))
         print(f"\nDelta tables under {cwd / 'data' / 'lakehouse'}; Dagster instance in {home}")

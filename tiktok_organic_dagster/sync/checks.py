@@ -1,46 +1,36 @@
-"""Data checks.
+"""Data checks as plain results (the Dagster layer reports them as asset-check evaluations).
 
 The blocking checks (unique non-null keys, non-negative counters) run on the batch *before* it is committed:
 a failure stops the write, so the Delta table stays at its last good version — stronger than Dagster's
-blocking checks, which run after the data has landed. Their results are reported as Dagster asset-check
-evaluations. Checks that need history (counters going down, schema changes) run after the write.
+blocking checks, which run after the data has landed. Checks that need history (counters going down) run
+after the write.
 """
 
+from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiktok_organic_dagster.delta_catalog import DeltaCatalog
+from tiktok_organic_dagster.lake import DeltaCatalog
 
 UNIQUE_KEY_CHECK = "unique_non_null_key"
 NON_NEGATIVE_CHECK = "non_negative_counters"
 MONOTONIC_CHECK = "lifetime_counters_never_decrease"
+BLOCKING_CHECKS = (UNIQUE_KEY_CHECK, NON_NEGATIVE_CHECK)
 
 
-def blocking_check_specs(asset_key: dg.AssetKey, key: str, counters: Sequence[str]) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            UNIQUE_KEY_CHECK,
-            asset=asset_key,
-            blocking=True,
-            description=f"`{key}` is present and unique in every synced batch; checked before the commit.",
-        ),
-        dg.AssetCheckSpec(
-            NON_NEGATIVE_CHECK,
-            asset=asset_key,
-            blocking=True,
-            description=f"Counters {', '.join(counters)} are never negative; checked before the commit.",
-        ),
-    ]
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_batch(
-    asset_key: dg.AssetKey, table: pa.Table, key: str, counters: Sequence[str]
-) -> list[dg.AssetCheckResult]:
+def check_batch(table: pa.Table, key: str, counters: Sequence[str]) -> list[CheckResult]:
     """Evaluate the blocking checks on the rows about to be written."""
     keys = table.column(key)
     nulls = keys.null_count
@@ -50,18 +40,10 @@ def check_batch(
         if col in table.column_names:
             negatives[col] = int(pc.sum(pc.less(table.column(col), 0)).as_py() or 0)
     return [
-        dg.AssetCheckResult(
-            asset_key=asset_key,
-            check_name=UNIQUE_KEY_CHECK,
-            passed=nulls == 0 and duplicates == 0,
-            metadata={"rows_checked": table.num_rows, "null_keys": nulls, "duplicate_keys": duplicates},
-        ),
-        dg.AssetCheckResult(
-            asset_key=asset_key,
-            check_name=NON_NEGATIVE_CHECK,
-            passed=not any(negatives.values()),
-            metadata={"rows_checked": table.num_rows, **{f"negative_{c}": n for c, n in negatives.items()}},
-        ),
+        CheckResult(UNIQUE_KEY_CHECK, nulls == 0 and duplicates == 0,
+                    {"rows_checked": table.num_rows, "null_keys": nulls, "duplicate_keys": duplicates}),
+        CheckResult(NON_NEGATIVE_CHECK, not any(negatives.values()),
+                    {"rows_checked": table.num_rows, **{f"negative_{c}": n for c, n in negatives.items()}}),
     ]
 
 
@@ -104,33 +86,9 @@ def newest_snapshot_dates(catalog: DeltaCatalog, uri: str, n: int) -> list[Any]:
     return sorted(d for d in days.to_pylist() if d is not None)[-n:]
 
 
-def build_monotonic_check(
-    history_key: dg.AssetKey, table_path: tuple[str, str, str], catalog_key: str, key: str, counters: Sequence[str]
-) -> dg.AssetChecksDefinition:
-    """A lifetime counter such as views only grows; a drop (TikTok removing fake views, a data bug) is worth
-    a warning, not a failed run."""
-
-    @dg.asset_check(
-        asset=history_key,
-        name=MONOTONIC_CHECK,
-        description=f"Lifetime counters ({', '.join(counters)}) never go down between the last two daily "
-        "snapshots (warns).",
-        required_resource_keys={catalog_key},
-        blocking=False,
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        catalog: DeltaCatalog = getattr(context.resources, catalog_key)
-        uri = catalog.table_uri(*table_path)
-        if not catalog.exists(uri):
-            return dg.AssetCheckResult(passed=True, metadata={"note": "history table not created yet"})
-        recent = newest_snapshot_dates(catalog, uri, 2)
-        history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
-                               filter=pc.field("snapshot_date").isin(recent))
-        drops = count_decreases(history, key, counters)
-        return dg.AssetCheckResult(
-            passed=not any(drops.values()),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={f"decreased_{c}": n for c, n in drops.items()},
-        )
-
-    return _check
+def decreased_counters(catalog: DeltaCatalog, uri: str, key: str, counters: Sequence[str]) -> dict[str, int]:
+    """Keys whose counters read lower in the newest daily snapshot than in the one before, per counter."""
+    recent = newest_snapshot_dates(catalog, uri, 2)
+    history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
+                           filter=pc.field("snapshot_date").isin(recent))
+    return count_decreases(history, key, counters)

@@ -11,14 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tiktok_organic_dagster.demo import prepare_dagster_home, sandbox_env
+from tiktok_organic_dagster.cli.demo import PROJECT_ROOT, prepare_dagster_home, sandbox_env
 from tiktok_organic_dagster.sandbox import SandboxConfig, SandboxServer
 
 
 def main() -> None:
     cwd = Path.cwd()
     home = prepare_dagster_home(cwd / ".dagster_home")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "tiktok_organic_dagster.definitions", *sys.argv[1:]]
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *sys.argv[1:]]
     if os.environ.get("TIKTOK_CLIENT_ID") or os.environ.get("TIKTOK_ORGANIC_CONFIG"):
         env = {**os.environ, "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(home))}
         raise SystemExit(subprocess.call(cmd, env=env))

@@ -73,11 +73,3 @@ class RateBudget:
             return
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-
-    def in_window(self) -> int:
-        """Number of acquisitions in the current window (for tests and diagnostics)."""
-        with self._lock:
-            horizon = self._clock() - self.window_seconds
-            while self._stamps and self._stamps[0] <= horizon:
-                self._stamps.popleft()
-            return len(self._stamps)

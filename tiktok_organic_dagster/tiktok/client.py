@@ -1,13 +1,12 @@
-"""TikTok Open API v2 client as a Dagster resource: OAuth refresh with a persistent token store, retries,
-a client-side rate budget, and the three Display API endpoints (user/info, video/list, video/query).
+"""TikTok Open API v2 client (Login Kit refresh + Display API): OAuth refresh with a persistent token store,
+retries, a client-side rate budget per endpoint, and user/info, video/list and video/query.
 
-Works inside Dagster (``setup_for_execution``/``teardown_after_execution``) and directly (state is built
-lazily on first call), so tests and scripts can do ``TikTokClient(client_id=..., ...).user_info([...])``.
+Plain Python: the Dagster resource in ``defs/`` only builds one of these. State (session, budgets, tokens)
+is built lazily on first call, so tests and scripts can do ``TikTokClient(client_id=..., ...).user_info([...])``.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -17,52 +16,34 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import dagster as dg
 import requests
-from pydantic import Field, PrivateAttr
 from requests.adapters import HTTPAdapter
 
-from tiktok_organic_dagster.rate_budget import RateBudget
-from tiktok_organic_dagster.tiktok_errors import (
-    AUTH_INVALID,
-    CursorStuckError,
-    MissingScopeError,
-    RateLimitedError,
+from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, REFRESH_TOKEN_ENV
+from tiktok_organic_dagster.tiktok.errors import RateLimitedError, TikTokApiError, TikTokError, TikTokTransportError
+from tiktok_organic_dagster.tiktok.paging import page_videos
+from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
+from tiktok_organic_dagster.tiktok.redaction import client_logger, redact, register_secret
+from tiktok_organic_dagster.tiktok.responses import (
+    AuthInvalid,
+    Data,
+    Fatal,
     Retry,
-    TikTokApiError,
-    TikTokError,
-    TikTokTransportError,
+    ScopeMissing,
     classify_data_response,
     classify_token_response,
-    client_logger,
     give_up,
-    redact,
-    register_secret,
 )
-from tiktok_organic_dagster.token_store import (
-    TokenEntry,
-    TokenManager,
-    TokenStore,
-    default_store_path,
-    entry_from_token_response,
-    hash_token,
-)
+from tiktok_organic_dagster.tiktok.scopes import scope_error
+from tiktok_organic_dagster.tiktok.stats import DATA_ENDPOINTS, ClientStats, Counters
+from tiktok_organic_dagster.tiktok.token_store import TokenStore, default_store_path
+from tiktok_organic_dagster.tiktok.tokens import TokenEntry, TokenManager, entry_from_token_response, hash_token
 
 logger = client_logger()
 
-DEFAULT_API_BASE_URL = "https://open.tiktokapis.com"
 PATHS = {"oauth_token": "/v2/oauth/token/", "user_info": "/v2/user/info/",
          "video_list": "/v2/video/list/", "video_query": "/v2/video/query/"}
-DATA_ENDPOINTS = ("user_info", "video_list", "video_query")
-USER_FIELD_SCOPES: dict[str, str] = {
-    **dict.fromkeys(("open_id", "union_id", "avatar_url", "avatar_url_100", "avatar_large_url",
-                     "display_name"), "user.info.basic"),
-    **dict.fromkeys(("bio_description", "profile_deep_link", "is_verified", "username"), "user.info.profile"),
-    **dict.fromkeys(("follower_count", "following_count", "likes_count", "video_count"), "user.info.stats"),
-}
-VIDEO_SCOPE = "video.list"
 QUERY_BATCH = 20
-MAX_STUCK_PAGES = 3
 
 
 @dataclass(frozen=True)
@@ -75,38 +56,6 @@ class QueryResult:
     @property
     def by_id(self) -> dict[str, dict]:
         return {v["id"]: v for v in self.videos}
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """Snapshot of request accounting; the ``*_by_endpoint`` dicts are keyed by endpoint (incl. ``oauth_token``),
-    so streams sharing one client can each report their own requests."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    pages: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    refreshes: int = 0
-    total_requests: int = 0
-    retries_by_endpoint: dict[str, int] = field(default_factory=dict)
-    rate_limited_by_endpoint: dict[str, int] = field(default_factory=dict)
-
-
-class _Counters:
-    """Thread-safe mutable counters behind :class:`ClientStats`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: dict[str, int] = dict.fromkeys((*DATA_ENDPOINTS, "oauth_token"), 0)
-        self.retries: dict[str, int] = dict.fromkeys(self.requests, 0)
-        self.rate_limited: dict[str, int] = dict.fromkeys(self.requests, 0)
-        self.pages = self.refreshes = 0
-
-    def snapshot(self) -> ClientStats:
-        with self.lock:
-            return ClientStats(dict(self.requests), self.pages, sum(self.retries.values()),
-                               sum(self.rate_limited.values()), self.refreshes, sum(self.requests.values()),
-                               dict(self.retries), dict(self.rate_limited))
 
 
 class _Runtime:
@@ -127,7 +76,7 @@ class _Runtime:
         self.session.proxies.update(env["proxies"])
         self.session.verify = env["verify"]
         self.timeout = client.request_timeout_seconds
-        self.counters = _Counters()
+        self.counters = Counters()
         # Pad the window by min(1 s, 10%): we stamp at send time, the server counts at arrival, and
         # latency jitter between two requests a window apart would otherwise still trip its limit.
         window = client.rate_window_seconds + min(1.0, 0.1 * client.rate_window_seconds)
@@ -143,7 +92,8 @@ class _Runtime:
 _init_lock = threading.Lock()
 
 
-class TikTokClient(dg.ConfigurableResource):
+@dataclass
+class TikTokClient:
     """TikTok Open API v2 client (Login Kit refresh + Display API) for one account/source.
 
     The refresh token is taken from the token store entry ``token_store_key`` unless ``refresh_token``
@@ -153,9 +103,9 @@ class TikTokClient(dg.ConfigurableResource):
     """
 
     client_id: str
-    client_secret: str = Field(repr=False)
-    refresh_token: str = Field(default="", repr=False)
-    refresh_token_env: str = "TIKTOK_REFRESH_TOKEN"
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(default="", repr=False)
+    refresh_token_env: str = REFRESH_TOKEN_ENV
     api_base_url: str = DEFAULT_API_BASE_URL
     token_store_path: str | None = None
     token_store_key: str = "tiktok_organic"
@@ -171,15 +121,13 @@ class TikTokClient(dg.ConfigurableResource):
     # ~250/8 round trips instead of 250.
     query_parallelism: int = 8
 
-    _runtime: _Runtime | None = PrivateAttr(default=None)
-    _dagster_log: Any = PrivateAttr(default=None)
+    _runtime: _Runtime | None = field(default=None, init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- lifecycle
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._dagster_log = getattr(context, "log", None)
-        self._rt()
+    def __enter__(self) -> TikTokClient:
+        return self
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -214,55 +162,19 @@ class TikTokClient(dg.ConfigurableResource):
     def iter_video_pages(
         self, fields: Sequence[str], *, stop: Callable[[list[dict]], bool] | None = None, max_count: int = 20
     ) -> Iterator[list[dict]]:
-        """Yield each video/list page's *new* videos (ids as str, deduped across pages, empty pages skipped).
-
-        Pages until ``has_more`` is false — short or empty pages never end the listing — or until
-        ``stop(page)`` returns True (that page is still yielded). ``id`` is always requested. A cursor that
-        does not move (without new videos) more than a few times raises :class:`CursorStuckError`.
-        """
+        """Yield each video/list page's *new* videos (see :func:`paging.page_videos`). ``id`` is always
+        requested."""
         fields = list(fields) if "id" in fields else ["id", *fields]
         url = self._url("video_list", fields)
-        max_count = min(max(int(max_count), 1), 20)
         counters = self._rt().counters
-        seen: set[str] = set()
-        seen_cursors: set[int] = set()
-        cursor: int | None = None
-        stuck = 0
-        while True:
-            body: dict[str, int] = {"max_count": max_count}
-            if cursor is not None:
-                body["cursor"] = cursor
+
+        def fetch(body: dict[str, int]) -> dict[str, Any]:
             data = self._data_call("video_list", "POST", url, body, fields)
             with counters.lock:
                 counters.pages += 1
-            page: list[dict] = []
-            for video in data.get("videos") or ():
-                raw_id = video.get("id") if isinstance(video, dict) else None
-                if raw_id is None:
-                    logger.warning("video/list returned an item without id; skipped")
-                    continue
-                vid = raw_id if isinstance(raw_id, str) else str(raw_id)
-                if vid in seen:
-                    continue
-                seen.add(vid)
-                video["id"] = vid
-                page.append(video)
-            has_more = bool(data.get("has_more"))
-            next_cursor = _parse_cursor(data.get("cursor")) if has_more else None
-            if page:
-                yield page
-                if stop is not None and stop(page):
-                    return
-            if not has_more:
-                return
-            if not page and (next_cursor == cursor or next_cursor in seen_cursors):
-                stuck += 1
-                if stuck >= MAX_STUCK_PAGES:
-                    raise CursorStuckError(next_cursor, stuck)  # type: ignore[arg-type]
-            else:
-                stuck = 0
-            seen_cursors.add(next_cursor)  # type: ignore[arg-type]
-            cursor = next_cursor
+            return data
+
+        return page_videos(fetch, stop=stop, max_count=max_count)
 
     def query_videos(self, video_ids: Sequence[str], fields: Sequence[str]) -> QueryResult:
         """Fetch known videos by id (batches of <= 20, ``query_parallelism`` in parallel, own rate budget)."""
@@ -345,16 +257,7 @@ class TikTokClient(dg.ConfigurableResource):
         counters = self._rt().counters
         with counters.lock:
             counters.refreshes += 1
-        self._forward(logging.INFO, f"TikTok access token refreshed for '{self.token_store_key}'")
-
-    def _forward(self, level: int, message: str) -> None:
-        """Mirror a (rare) client event into the Dagster run log when running under Dagster."""
-        log = self._dagster_log
-        if log is not None:
-            try:
-                log.log(level, redact(message))
-            except Exception:  # never let logging break a sync
-                pass
+        logger.info("TikTok access token refreshed for '%s'", self.token_store_key)
 
     def _send(self, rt: _Runtime, endpoint: str, method: str, url: str,
               **kwargs: Any) -> requests.Response | Retry:
@@ -389,31 +292,30 @@ class TikTokClient(dg.ConfigurableResource):
             budget.acquire()
             resp = self._send(rt, endpoint, method, url, json=body, headers=headers)
             result = resp if isinstance(resp, Retry) else classify_data_response(resp)
-            if isinstance(result, dict):
+            if isinstance(result, Data):
                 rt.proven_tokens.add(token)
-                return result
-            if result is AUTH_INVALID:
+                return result.body
+            if isinstance(result, AuthInvalid):
                 # A fresh token rejected before it ever worked means refreshing does not help: stop. One
                 # that served requests (say, on another stream's thread) was revoked since: refresh again,
                 # a bounded number of times.
                 if refreshed and token not in rt.proven_tokens:
                     raise TikTokApiError("access_token_invalid",
                                          f"{endpoint}: access token rejected again right after a refresh",
-                                         status=getattr(resp, "status_code", None))
+                                         status=result.status)
                 auth_refreshes += 1
                 if auth_refreshes > self.max_retries:
                     raise TikTokApiError("access_token_invalid",
                                          f"{endpoint}: access token rejected {auth_refreshes} times in a row, "
-                                         "each time after a refresh", status=getattr(resp, "status_code", None))
+                                         "each time after a refresh", status=result.status)
                 refreshed = True
                 logger.info("TikTok %s: access_token_invalid; refreshing and repeating", endpoint)
                 token = tokens.invalidate(token)
                 continue
-            if isinstance(result, tuple) and result[0] == "scope":
-                raise self._scope_error(endpoint, fields, result[1])
-            if isinstance(result, TikTokError):
-                raise result
-            assert isinstance(result, Retry)
+            if isinstance(result, ScopeMissing):
+                raise scope_error(endpoint, fields, result.error, self.granted_scopes, self._current_scopes)
+            if isinstance(result, Fatal):
+                raise result.error
             self._before_retry(rt, endpoint, result, attempt, budget)
             attempt += 1
             token = tokens.access_token()
@@ -427,15 +329,11 @@ class TikTokClient(dg.ConfigurableResource):
         attempt = 0
         while True:
             resp = self._send(rt, "oauth_token", "POST", url, data=payload, headers=headers)
-            if isinstance(resp, Retry):
-                result: Any = resp
-            else:
-                result = classify_token_response(resp, self.refresh_token_env)
-            if isinstance(result, dict):
-                return result
-            if isinstance(result, TikTokError):
-                raise result
-            assert isinstance(result, Retry)
+            result = resp if isinstance(resp, Retry) else classify_token_response(resp, self.refresh_token_env)
+            if isinstance(result, Data):
+                return result.body
+            if isinstance(result, Fatal):
+                raise result.error
             self._before_retry(rt, "oauth_token", result, attempt, None)
             attempt += 1
 
@@ -463,28 +361,10 @@ class TikTokClient(dg.ConfigurableResource):
         with counters.lock:
             counters.retries[endpoint] += 1
         status = f"HTTP {retry.status}" if retry.status else "no response"
-        logger.warning("TikTok %s: %s (%s); retry %d/%d in %.2fs", endpoint, retry.message, status,
-                       attempt + 1, self.max_retries, delay)
-        if retry.kind == "rate":
-            self._forward(logging.WARNING, f"TikTok {endpoint} rate limited; retrying in {delay:.1f}s")
+        what = f"rate limited ({retry.message})" if retry.kind == "rate" else retry.message
+        logger.warning("TikTok %s: %s (%s); retry %d/%d in %.2fs", endpoint, what, status, attempt + 1,
+                       self.max_retries, delay)
         time.sleep(delay)
-
-    def _scope_error(self, endpoint: str, fields: Sequence[str], err: TikTokApiError) -> MissingScopeError:
-        if endpoint == "user_info":
-            needed = {f: USER_FIELD_SCOPES[f] for f in fields if f in USER_FIELD_SCOPES}
-        else:
-            needed = dict.fromkeys(fields, VIDEO_SCOPE)
-        required = list(dict.fromkeys(needed.values())) or [VIDEO_SCOPE if endpoint != "user_info"
-                                                              else "user.info.basic"]
-        granted = set(self.granted_scopes() or ())
-        if len(required) > 1 and granted and all(s in granted for s in required):
-            granted = self._current_scopes(granted)
-        missing = [s for s in required if s not in granted] or required
-        # Most specific first: basic is rarely the one missing when profile/stats fields were asked for.
-        missing.sort(key=lambda s: s == "user.info.basic")
-        cause_fields = tuple(f for f, s in needed.items() if s in missing)
-        return MissingScopeError(missing[0], scopes=tuple(missing), fields=cause_fields, code=err.code,
-                                 api_message=err.api_message, log_id=err.log_id, status=err.status)
 
     def _current_scopes(self, recorded: set[str]) -> set[str]:
         """The stored grant lists every scope TikTok just refused, so it is stale (consent changed after the
@@ -495,16 +375,3 @@ class TikTokClient(dg.ConfigurableResource):
         except TikTokError:
             return recorded
         return set(self.granted_scopes() or ()) or recorded
-
-
-def _parse_cursor(value: Any) -> int:
-    if value is None or value == "":
-        raise TikTokApiError("invalid_response", "video/list says has_more but returned no cursor")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        try:
-            return int(float(value))
-        except (TypeError, ValueError):
-            raise TikTokApiError("invalid_response",
-                                 f"video/list returned a non-numeric cursor {value!r}") from None

@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tiktok_organic_dagster.tiktok_client import DEFAULT_API_BASE_URL, TikTokClient
-from tiktok_organic_dagster.tiktok_errors import TikTokError, redact
-from tiktok_organic_dagster.token_store import default_store_path
+from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL
+from tiktok_organic_dagster.tiktok import TikTokClient, TikTokError
+from tiktok_organic_dagster.tiktok.redaction import redact
+from tiktok_organic_dagster.tiktok.streams import ALL_SCOPES
+from tiktok_organic_dagster.tiktok.token_store import default_store_path
 
 AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
-DEFAULT_SCOPES = ("user.info.basic", "user.info.profile", "user.info.stats", "video.list")
+DEFAULT_SCOPES = ALL_SCOPES
 
 
 def build_authorize_url(client_key: str, redirect_uri: str, state: str,

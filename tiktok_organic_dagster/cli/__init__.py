@@ -1,0 +1,1 @@
+"""Command-line tools: `tiktok-organic-authorize`, `make demo`, `make dev`."""

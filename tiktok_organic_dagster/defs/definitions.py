@@ -1,0 +1,87 @@
+"""Wires settings -> resources -> assets, checks, jobs, schedules, sensors for every configured source.
+
+Built lazily (``@dg.definitions``): importing the package reads no settings, so the command-line tools and
+the sandbox work whatever the ``TIKTOK_*`` variables say, while loading the code location still fails with
+the setting's name. Secrets reach the resources as ``dg.EnvVar`` (read at run time, never shown in the UI).
+Pointing ``TIKTOK_API_BASE_URL`` at the bundled sandbox is what turns this into the local demo.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import dagster as dg
+
+from tiktok_organic_dagster.defs.assets import build_source_asset
+from tiktok_organic_dagster.defs.checks import build_monotonic_check
+from tiktok_organic_dagster.defs.jobs import build_jobs, build_schedules
+from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokClientResource
+from tiktok_organic_dagster.defs.sensors import build_catchup_sensor
+from tiktok_organic_dagster.names import (
+    API_BASE_URL_ENV,
+    DEFAULT_API_BASE_URL,
+    catalog_resource_key,
+    client_resource_key,
+)
+from tiktok_organic_dagster.settings import ProjectSettings, SourceSettings, load_settings
+from tiktok_organic_dagster.tiktok.streams import STREAMS
+
+
+def build_resources(source: SourceSettings) -> dict[str, dg.ConfigurableResource]:
+    creds = source.credentials
+    # The refresh token may live only in the token store (written by `tiktok-organic-authorize`); an unset
+    # variable then means "use the store", not an error.
+    refresh = dg.EnvVar(creds.refresh_token_env) if os.environ.get(creds.refresh_token_env) else ""
+    client = TikTokClientResource(
+        client_id=dg.EnvVar(creds.client_id_env),
+        client_secret=dg.EnvVar(creds.client_secret_env),
+        refresh_token=refresh,
+        refresh_token_env=creds.refresh_token_env,
+        api_base_url=os.environ.get(API_BASE_URL_ENV, DEFAULT_API_BASE_URL),
+        token_store_key=source.name,
+    )
+    catalog = DeltaCatalogResource(delta_log_retention_days=source.delta_log_retention_days)
+    return {client_resource_key(source.name): client, catalog_resource_key(source.name): catalog}
+
+
+def _history_checks(source: SourceSettings) -> list[dg.AssetChecksDefinition]:
+    checks = []
+    for stream, cfg in source.streams.items():
+        spec = STREAMS[stream]
+        if not spec.monotonic_counters:
+            continue
+        table = (cfg.layer, cfg.folder, source.table_name(stream) + "_history")
+        checks.append(build_monotonic_check(dg.AssetKey(list(table)), table, catalog_resource_key(source.name),
+                                            spec.key, spec.monotonic_counters))
+    return checks
+
+
+def build_source_definitions(source: SourceSettings) -> dg.Definitions:
+    asset = build_source_asset(source)
+    with warnings.catch_warnings():  # beta API; the check compares dagster/column_schema between runs
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        schema_checks = dg.build_column_schema_change_checks(
+            assets=[dg.AssetKey(source.asset_key_path(stream)) for stream in source.streams]
+        )
+    sensors = [build_catchup_sensor(source)] if source.full_sync.enabled else []
+    return dg.Definitions(
+        assets=[asset],
+        asset_checks=[*_history_checks(source), *schema_checks],
+        jobs=build_jobs(source, [asset]),
+        schedules=build_schedules(source),
+        sensors=sensors,
+        resources=build_resources(source),
+    )
+
+
+def build_definitions(settings: ProjectSettings) -> dg.Definitions:
+    merged = dg.Definitions.merge(*(build_source_definitions(s) for s in settings.sources))
+    # Steps are I/O-bound on one account's API budget: one process avoids paying Python start-up per step.
+    return dg.Definitions.merge(merged, dg.Definitions(executor=dg.in_process_executor))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: every source of the settings (``TIKTOK_ORGANIC_CONFIG`` or ``TIKTOK_*``)."""
+    return build_definitions(load_settings())

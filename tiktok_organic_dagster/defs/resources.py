@@ -1,0 +1,121 @@
+"""Thin Dagster resources that build the plain clients: the TikTok API client and the Delta catalog.
+
+Like dagster-fivetran's resource, each hands out a plain object (``get_client()`` / ``get_catalog()``) and
+owns its lifetime for one run. Log records of the plain layers (standard ``logging``) reach the run log
+through a handler installed for the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.names import COMMIT_PREFIX, DEFAULT_API_BASE_URL, DELTA_ROOT_ENV, REFRESH_TOKEN_ENV
+from tiktok_organic_dagster.tiktok import TikTokClient
+from tiktok_organic_dagster.tiktok.redaction import redact
+
+PACKAGE_LOGGER = "tiktok_organic_dagster"
+
+
+class _RunLogHandler(logging.Handler):
+    """Forwards the package's log records (INFO and up) to Dagster's run log, redacted."""
+
+    def __init__(self, log: logging.Logger | dg.DagsterLogManager) -> None:
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._log.log(record.levelno, redact(record.getMessage()))
+        except Exception:  # noqa: BLE001 - logging must never break a sync
+            pass
+
+
+@contextmanager
+def forward_logs(context: dg.InitResourceContext) -> Iterator[None]:
+    log = getattr(context, "log", None)
+    if log is None:
+        yield
+        return
+    handler = _RunLogHandler(log)
+    package = logging.getLogger(PACKAGE_LOGGER)
+    package.addHandler(handler)
+    if package.level == logging.NOTSET or package.level > logging.INFO:
+        package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+
+
+class TikTokClientResource(dg.ConfigurableResource):
+    """Configuration of the TikTok client; secrets arrive as ``dg.EnvVar`` (read at run time, never shown)."""
+
+    client_id: str
+    client_secret: str = Field(repr=False)
+    refresh_token: str = Field(default="", repr=False)
+    refresh_token_env: str = REFRESH_TOKEN_ENV
+    api_base_url: str = DEFAULT_API_BASE_URL
+    token_store_path: str | None = None
+    token_store_key: str = "tiktok_organic"
+    request_timeout_seconds: float = 30.0
+    max_retries: int = 5
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    requests_per_minute: int = 600
+    query_parallelism: int = 8
+
+    _client: TikTokClient | None = PrivateAttr(default=None)
+
+    def build_client(self) -> TikTokClient:
+        return TikTokClient(
+            client_id=self.client_id, client_secret=self.client_secret, refresh_token=self.refresh_token,
+            refresh_token_env=self.refresh_token_env, api_base_url=self.api_base_url,
+            token_store_path=self.token_store_path, token_store_key=self.token_store_key,
+            request_timeout_seconds=self.request_timeout_seconds, max_retries=self.max_retries,
+            backoff_base_seconds=self.backoff_base_seconds, backoff_max_seconds=self.backoff_max_seconds,
+            requests_per_minute=self.requests_per_minute, query_parallelism=self.query_parallelism,
+        )
+
+    def get_client(self) -> TikTokClient:
+        """The run's client (one per run: the streams share its token refresh and counters)."""
+        if self._client is None:
+            self._client = self.build_client()
+        return self._client
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[TikTokClientResource]:
+        with forward_logs(context):
+            try:
+                yield self
+            finally:
+                if self._client is not None:
+                    self._client.close()
+                    self._client = None
+
+
+class DeltaCatalogResource(dg.ConfigurableResource):
+    """Configuration of the Delta catalog. ``root_uri`` unset: ``$TIKTOK_DELTA_ROOT``, else ``./data/lakehouse``
+    (read at run time, so run workers may point elsewhere than the code server)."""
+
+    root_uri: str | None = None
+    delta_log_retention_days: int = 30
+    storage_options: dict[str, str] = {}
+
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def get_catalog(self) -> DeltaCatalog:
+        return DeltaCatalog(
+            self.root_uri or os.environ.get(DELTA_ROOT_ENV) or None,
+            delta_log_retention_days=self.delta_log_retention_days, storage_options=self.storage_options,
+            metadata_prefix=COMMIT_PREFIX, run_id=self._run_id,
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run_id

@@ -1,0 +1,149 @@
+"""Every error the TikTok client raises; each message is redacted when the error is built."""
+
+from __future__ import annotations
+
+from tiktok_organic_dagster.tiktok.redaction import redact
+
+REAUTHORIZE_HOWTO = (
+    "You must re-authorize the app: run "
+    "`tiktok-organic-authorize --redirect-uri <your registered redirect URI>` "
+    "(add `--key <token_store_key>` for a non-default source); it writes a new entry to the token store, "
+    "then leave {env_var} unset/empty (the store entry is used) or put the new refresh token in {env_var}."
+)
+
+class TikTokError(Exception):
+    """Base class of every error raised by the TikTok client; its message is always redacted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ReauthorizationRequired(TikTokError):
+    """The refresh token is missing, invalid, expired or revoked: a human must re-authorize the app."""
+
+    def __init__(self, reason: str, *, env_var: str = "TIKTOK_REFRESH_TOKEN") -> None:
+        self.reason = redact(reason)
+        self.env_var = env_var
+        super().__init__(f"{reason} {REAUTHORIZE_HOWTO.format(env_var=env_var)}")
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild_reauth, (self.reason, self.env_var))
+
+
+def _rebuild_reauth(reason: str, env_var: str) -> ReauthorizationRequired:
+    return ReauthorizationRequired(reason, env_var=env_var)
+
+
+class TikTokApiError(TikTokError):
+    """The API answered with an error envelope (``error.code != "ok"``) or an unusable response."""
+
+    def __init__(self, code: str, message: str, log_id: str | None = None, status: int | None = None) -> None:
+        self.code = code
+        self.api_message = redact(message or "")
+        self.log_id = log_id
+        self.status = status
+        parts = [f"TikTok API error {code}"]
+        if status is not None:
+            parts.append(f" (HTTP {status})")
+        if message:
+            parts.append(f": {message}")
+        if log_id:
+            parts.append(f" [log_id {log_id}]")
+        super().__init__("".join(parts))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.code, self.api_message, self.log_id, self.status))
+
+
+class CursorStuckError(TikTokApiError):
+    """video/list kept returning the same cursor without new videos: paging further would loop forever."""
+
+    def __init__(self, cursor: int, repeats: int) -> None:
+        self.cursor = cursor
+        self.repeats = repeats
+        super().__init__(
+            "cursor_stuck",
+            f"video/list returned cursor {cursor} {repeats} times in a row without new videos; "
+            "stopping instead of looping (the listing would otherwise be silently truncated)",
+        )
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.cursor, self.repeats))
+
+
+class MissingScopeError(TikTokApiError):
+    """The access token lacks a scope the requested fields need (``scope_not_authorized``/``..._missed``).
+
+    ``scope`` names the missing scope (the first, if several); ``scopes`` lists all candidates. Pass
+    ``message`` to replace the generated text (e.g. to add which stream failed).
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        message: str | None = None,
+        *,
+        scopes: tuple[str, ...] = (),
+        fields: tuple[str, ...] = (),
+        code: str = "scope_not_authorized",
+        api_message: str = "",
+        log_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.scope = scope
+        self.scopes = tuple(scopes) or (scope,)
+        self.fields = tuple(fields)
+        self.code = code
+        self.api_message = redact(api_message or "")
+        self.log_id = log_id
+        self.status = status
+        if message is None:
+            message = f"missing TikTok scope {', '.join(self.scopes)}"
+            if fields:
+                message += f" (needed for fields {', '.join(fields)})"
+            message += (
+                f"; TikTok said {code}" + (f": {api_message}" if api_message else "")
+                + (f" [log_id {log_id}]" if log_id else "")
+                + ". Approve the scope for the app, then re-authorize with `tiktok-organic-authorize` "
+                "(it asks for user.info.basic,user.info.profile,user.info.stats,video.list)."
+            )
+        TikTokError.__init__(self, message)
+
+    def __reduce__(self) -> tuple:
+        kwargs = {"scopes": self.scopes, "fields": self.fields, "code": self.code,
+                  "api_message": self.api_message, "log_id": self.log_id, "status": self.status}
+        return (_rebuild_missing_scope, (self.scope, self.message, kwargs))
+
+
+def _rebuild_missing_scope(scope: str, message: str, kwargs: dict) -> MissingScopeError:
+    return MissingScopeError(scope, message, **kwargs)
+
+
+class RateLimitedError(TikTokApiError):
+    """Still rate limited after all retries, or the server asked to wait longer than we are willing to."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, log_id: str | None = None,
+                 status: int | None = 429) -> None:
+        self.retry_after = retry_after
+        super().__init__("rate_limit_exceeded", message, log_id, status)
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild_rate_limited, (self.api_message, self.retry_after, self.log_id, self.status))
+
+
+def _rebuild_rate_limited(message: str, retry_after: float | None, log_id: str | None,
+                          status: int | None) -> RateLimitedError:
+    return RateLimitedError(message, retry_after=retry_after, log_id=log_id, status=status)
+
+
+class TikTokTransportError(TikTokError):
+    """Network failure, timeout or undecodable body that persisted through all retries."""
+
+
+class TokenStoreError(TikTokError):
+    """The token store file is unreadable or corrupt (its content is never included in the message)."""
+
