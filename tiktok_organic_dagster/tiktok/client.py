@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, REFRESH_TOKEN_ENV
 from tiktok_organic_dagster.tiktok.errors import RateLimitedError, TikTokApiError, TikTokError, TikTokTransportError
@@ -34,10 +33,10 @@ from tiktok_organic_dagster.tiktok.responses import (
     classify_token_response,
     give_up,
 )
+from tiktok_organic_dagster.tiktok.runtime import Runtime
 from tiktok_organic_dagster.tiktok.scopes import scope_error
-from tiktok_organic_dagster.tiktok.stats import DATA_ENDPOINTS, ClientStats, Counters
-from tiktok_organic_dagster.tiktok.token_store import TokenStore, default_store_path
-from tiktok_organic_dagster.tiktok.tokens import TokenEntry, TokenManager, entry_from_token_response, hash_token
+from tiktok_organic_dagster.tiktok.stats import ClientStats
+from tiktok_organic_dagster.tiktok.tokens import TokenEntry, entry_from_token_response, hash_token
 
 logger = client_logger()
 
@@ -56,37 +55,6 @@ class QueryResult:
     @property
     def by_id(self) -> dict[str, dict]:
         return {v["id"]: v for v in self.videos}
-
-
-class _Runtime:
-    """Per-instance state built on first use: session, budgets, token manager, counters."""
-
-    def __init__(self, client: TikTokClient) -> None:
-        self.session = requests.Session()
-        pool = max(client.query_parallelism, 1) + 2
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.base = client.api_base_url.rstrip("/")
-        # Proxy and CA-bundle settings from the environment are resolved once for the API host: with
-        # trust_env, requests re-scans os.environ (and ~/.netrc, whose Basic auth would replace our Bearer
-        # header) on every call — about 0.3 ms per request, a third of a video/list page on a fast link.
-        env = self.session.merge_environment_settings(self.base + "/", {}, None, None, None)
-        self.session.trust_env = False
-        self.session.proxies.update(env["proxies"])
-        self.session.verify = env["verify"]
-        self.timeout = client.request_timeout_seconds
-        self.counters = Counters()
-        # Pad the window by min(1 s, 10%): we stamp at send time, the server counts at arrival, and
-        # latency jitter between two requests a window apart would otherwise still trip its limit.
-        window = client.rate_window_seconds + min(1.0, 0.1 * client.rate_window_seconds)
-        self.budgets = {ep: RateBudget(client.requests_per_minute, window) for ep in DATA_ENDPOINTS}
-        self.store = TokenStore(default_store_path(client.token_store_path))
-        self.tokens = TokenManager(self.store, client.token_store_key, client.refresh_token,
-                                   client._post_token, env_var=client.refresh_token_env,
-                                   on_refresh=client._count_refresh)
-        self.headers_for: tuple[str, dict[str, str]] = ("", {})
-        self.proven_tokens: set[str] = set()  # access tokens the API has accepted (a handful per run)
 
 
 _init_lock = threading.Lock()
@@ -121,7 +89,7 @@ class TikTokClient:
     # ~250/8 round trips instead of 250.
     query_parallelism: int = 8
 
-    _runtime: _Runtime | None = field(default=None, init=False, repr=False, compare=False)
+    _runtime: Runtime | None = field(default=None, init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> TikTokClient:
@@ -136,14 +104,14 @@ class TikTokClient:
         if rt is not None:
             rt.session.close()
 
-    def _rt(self) -> _Runtime:
+    def _rt(self) -> Runtime:
         rt = self._runtime
         if rt is None:
             with _init_lock:
                 rt = self._runtime
                 if rt is None:
                     register_secret(self.client_secret)
-                    rt = self._runtime = _Runtime(self)
+                    rt = self._runtime = Runtime(self)
         return rt
 
     # ----------------------------------------------------------------- public API
@@ -259,7 +227,7 @@ class TikTokClient:
             counters.refreshes += 1
         logger.info("TikTok access token refreshed for '%s'", self.token_store_key)
 
-    def _send(self, rt: _Runtime, endpoint: str, method: str, url: str,
+    def _send(self, rt: Runtime, endpoint: str, method: str, url: str,
               **kwargs: Any) -> requests.Response | Retry:
         counters = rt.counters
         with counters.lock:
@@ -337,7 +305,7 @@ class TikTokClient:
             self._before_retry(rt, "oauth_token", result, attempt, None)
             attempt += 1
 
-    def _before_retry(self, rt: _Runtime, endpoint: str, retry: Retry, attempt: int,
+    def _before_retry(self, rt: Runtime, endpoint: str, retry: Retry, attempt: int,
                       budget: RateBudget | None) -> None:
         """Raise if out of retries / told to wait too long; otherwise count, log and sleep."""
         counters = rt.counters
