@@ -8,6 +8,7 @@ catalog: ``[layer, folder, table]``.
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -63,22 +64,19 @@ def _start_maintenance(pool: ThreadPoolExecutor, catalog: DeltaCatalog, result: 
 
 def _specs(source: SourceSettings, stream: str) -> list[dg.AssetSpec]:
     spec = STREAMS[stream]
-    common = {
-        "group_name": source.name,
-        "kinds": {"tiktok", "deltalake"},
-        "owners": list(OWNERS),
-        "tags": {"source": source.name, "stream": stream},
-        "freshness_policy": freshness_policy(source),
-    }
     sync_type = source.streams[stream].sync_type.value
+    freshness = freshness_policy(source)
+
+    def asset_spec(key: list[str], description: str, metadata: dict[str, str]) -> dg.AssetSpec:
+        return dg.AssetSpec(key, description=description, metadata=metadata, group_name=source.name,
+                            kinds={"tiktok", "deltalake"}, owners=list(OWNERS),
+                            tags={"source": source.name, "stream": stream}, freshness_policy=freshness)
+
     return [
-        dg.AssetSpec(
-            source.asset_key_path(stream),
-            description=f"{spec.description}\n\nSource `{source.name}`: {source.description}. Sync: {sync_type}.",
-            metadata={"sync_type": sync_type},
-            **common,
-        ),
-        dg.AssetSpec(source.asset_key_path(stream, "_history"), description=spec.history_description, **common),
+        asset_spec(source.asset_key_path(stream),
+                   f"{spec.description}\n\nSource `{source.name}`: {source.description}. Sync: {sync_type}.",
+                   {"sync_type": sync_type}),
+        asset_spec(source.asset_key_path(stream, "_history"), spec.history_description, {}),
     ]
 
 
@@ -92,8 +90,8 @@ class _StreamPart:
     write_table: bool
     write_history: bool
     result: StreamResult | None = None
-    table_meta: dict[str, object] = field(default_factory=dict)
-    history_meta: dict[str, object] = field(default_factory=dict)
+    table_meta: dict[str, Any] = field(default_factory=dict)
+    history_meta: dict[str, Any] = field(default_factory=dict)
     maintenance: dict[str, Future] = field(default_factory=dict)
     error: Exception | None = None
 
@@ -125,7 +123,7 @@ def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, c
         part.error = exc
 
 
-def _events(part: _StreamPart, api: dict[str, int], days_left: float | None, maintained: dict[str, object],
+def _events(part: _StreamPart, api: dict[str, int], days_left: float | None, maintained: dict[str, Any],
             checks_selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey]) -> Iterator[object]:
     result = part.result
     assert result is not None
@@ -176,7 +174,7 @@ def build_source_asset(source: SourceSettings) -> dg.AssetsDefinition:
 
     @dg.multi_asset(name=sync_op_name(source.name), specs=specs, check_specs=check_specs, can_subset=True,
                     required_resource_keys={ck, dk}, pool=pool_name(source.name), op_tags={SOURCE_TAG: source.name})
-    def _sync(context: dg.AssetExecutionContext, config: SyncConfig):  # noqa: ANN202
+    def _sync(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[object]:
         client_resource: TikTokClientResource = getattr(context.resources, ck)
         catalog_resource: DeltaCatalogResource = getattr(context.resources, dk)
         client, catalog = client_resource.get_client(), catalog_resource.get_catalog()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from datetime import date, datetime
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -51,7 +52,7 @@ def api_metadata(stats: ClientStats, stream: str, shared: bool) -> dict[str, int
     }
 
 
-def table_metadata(catalog: DeltaCatalog, uri: str) -> dict[str, object]:
+def table_metadata(catalog: DeltaCatalog, uri: str) -> dict[str, Any]:
     rows, schema = catalog.describe(uri)
     return {
         ROW_COUNT: rows,
@@ -60,7 +61,7 @@ def table_metadata(catalog: DeltaCatalog, uri: str) -> dict[str, object]:
     }
 
 
-def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[str, object]:
+def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[str, Any]:
     write = result.write
     assert write is not None
     return {
@@ -77,7 +78,7 @@ def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) ->
     }
 
 
-def history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, object]:
+def history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, Any]:
     hist = result.history
     assert hist is not None
     return {
@@ -89,10 +90,10 @@ def history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, o
     }
 
 
-def maintenance_outcome(log: dg.DagsterLogManager, futures: dict[str, Future]) -> dict[str, object]:
+def maintenance_outcome(log: dg.DagsterLogManager, futures: dict[str, Future]) -> dict[str, Any]:
     """The data is already safe, so a failed maintenance warns (visibly, in the run log and metadata)
     instead of failing the sync; the next run retries it."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for uri, future in futures.items():
         exc = future.exception()
         if exc is not None:

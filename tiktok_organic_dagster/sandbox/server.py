@@ -63,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.path.startswith("/_sandbox/"):
                 resp = owner._admin(method, self.path, body)
             else:
-                resp = owner.api.handle(method, self.path, self.headers, body)
+                resp = owner.api.handle(method, self.path, dict(self.headers.items()), body)
         except Exception as exc:  # never kill the connection thread on a sandbox bug; answer 500
             payload = {
                 "data": {},
