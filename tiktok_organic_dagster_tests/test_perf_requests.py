@@ -14,7 +14,7 @@ from tiktok_organic_dagster.sync import videos as sync
 from tiktok_organic_dagster.sync.buffer import ChunkBuffer
 from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
 from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS
-from tiktok_organic_dagster_tests.fixtures_faults import expire_stored_access_token
+from tiktok_organic_dagster_tests.fixtures_faults import client_config, expire_stored_access_token
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
 FULL, SYNC = "tiktok_organic_full_sync", "tiktok_organic_sync"
@@ -74,7 +74,8 @@ def test_sync_lists_everything_without_a_table_or_with_an_empty_one(sandbox_fact
 
     server.add_videos(30)
     server.reset_counts()
-    result = run_job(SYNC, env)  # the table exists but is empty: no look-back anchor, so full again
+    # the table exists but is empty: no look-back anchor, so full again (one cursor walk: two pages)
+    result = run_job(SYNC, env, run_config=client_config(server, paging_parallelism=1))
     assert result.success
     assert _videos_meta(result)["sync_type"] == "FULL_TABLE"
     assert _counts(server) == {"oauth_token": 0, "user_info": 1, "video_list": 2, "video_query": 0}

@@ -70,6 +70,7 @@ class TikTokClientResource(dg.ConfigurableResource):
     backoff_max_seconds: float = 30.0
     requests_per_minute: int = 600
     query_parallelism: int = 8
+    paging_parallelism: int = 8
 
     _client: TikTokClient | None = PrivateAttr(default=None)
 
@@ -81,6 +82,7 @@ class TikTokClientResource(dg.ConfigurableResource):
             request_timeout_seconds=self.request_timeout_seconds, max_retries=self.max_retries,
             backoff_base_seconds=self.backoff_base_seconds, backoff_max_seconds=self.backoff_max_seconds,
             requests_per_minute=self.requests_per_minute, query_parallelism=self.query_parallelism,
+            paging_parallelism=self.paging_parallelism,
         )
 
     def get_client(self) -> TikTokClient:

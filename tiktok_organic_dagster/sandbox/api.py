@@ -92,7 +92,8 @@ class SandboxApi:
         self.client_key, self.client_secret = client_key, client_secret
         self.lock = threading.RLock()
         self.account = Account(
-            config.video_count, config.seed, config.anchor_time, config.missing_field_every, client_key
+            config.video_count, config.seed, config.anchor_time, config.missing_field_every, client_key,
+            same_second_every=config.same_second_every,
         )
         self.tokens = TokenRegistry()
         self.tokens.new_family(config.refresh_ttl_seconds, token=initial_refresh_token)
@@ -100,6 +101,7 @@ class SandboxApi:
         self._windows: dict[Any, deque[float]] = {}
         self._fault_rng = random.Random(config.seed ^ 0x5EED)
         self._empty_cursors: set[int] = set()
+        self._issued_cursors: set[int] = set()
         self._pages_served = 0  # video/list pages since reset_faults (publish_during_paging_after)
         self.fault_counter = 0
         self.request_counts: dict[str, int] = {}
@@ -118,6 +120,7 @@ class SandboxApi:
             self.fault_counter = 0
             self._pages_served = 0
             self._empty_cursors.clear()
+            self._issued_cursors.clear()
             self._fault_rng.seed(self.config.seed ^ 0x5EED)
 
     # ---- entry point -----------------------------------------------------------------------------
@@ -338,13 +341,17 @@ class SandboxApi:
         if not 1 <= max_count <= _MAX_COUNT:
             raise ApiError("invalid_params", f"max_count must be between 1 and {_MAX_COUNT}.")
         with self.lock:
+            if self.config.faults.ignore_custom_cursor and cursor not in self._issued_cursors:
+                cursor = 0  # an API that only honours the cursors it issued: a custom one reads from the top
             items, has_more = self.account.page(cursor, max_count)
             if self.config.faults.short_pages and has_more:
                 items = self._shorten(items, cursor)
             if items:
-                next_cursor = items[-1].create_time * 1000
+                next_cursor = items[-1].create_time_ms
             else:
                 next_cursor = cursor if has_more else 0
+            if self.config.faults.ignore_custom_cursor:
+                self._issued_cursors.add(next_cursor)
             videos = self.account.render(items, fields, self.config.extra_fields)
             publish_after = self.config.faults.publish_during_paging_after
             self._pages_served += 1

@@ -81,6 +81,7 @@ class Faults:
     short_pages: bool = False  # video/list returns < max_count (sometimes 0) while has_more stays true
     invalidate_access_after: int = 0  # after N served data requests an access token turns invalid (401)
     publish_during_paging_after: int = 0  # after the Nth served video/list page, one new video goes live (once)
+    ignore_custom_cursor: bool = False  # video/list honours only cursors it returned; others read from the top
 
 
 @dataclass
@@ -102,6 +103,7 @@ class SandboxConfig:
     rate_limit_scope: str = "app"  # "app": one window per endpoint; "token": per endpoint and access token
     scope_error_code: str = "scope_not_authorized"  # or "scope_permission_missed" (400), both documented
     missing_field_every: int = 0  # every Nth video lacks a documented key (MISSING_FIELD_CYCLE)
+    same_second_every: int = 0  # every Nth generated video shares the previous one's second (hidden ms differ)
     extra_fields: bool = False  # add EXTRA_FIELD_NAME to every video
     # The newest generated video is 1-3 h before anchor_time; None -> now floored to the UTC day.
     anchor_time: int | None = None

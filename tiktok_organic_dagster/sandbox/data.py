@@ -1,8 +1,10 @@
 """Deterministic synthetic account: one user and its public videos, kept sorted for O(log n) paging.
 
 Videos are stored as compact slot objects (URLs and embeds are rendered on demand), so 100k videos
-generate in well under a second and cost a few tens of MB. ``create_time`` is strictly unique per video
-(generated ones are at least 60 s apart), which keeps the ``create_time*1000 < cursor`` rule unambiguous.
+generate in well under a second and cost a few tens of MB. Each video has a hidden creation time in
+milliseconds (``create_time_ms``, strictly unique); the API shows only its second (``create_time``) and the
+cursor compares milliseconds (``create_time_ms < cursor``), as TikTok's does. Generated videos are at least
+60 s apart unless ``same_second_every`` makes every Nth one share the previous one's second.
 Video ids follow TikTok's layout: ``create_time << 32 | random32``, a 19-digit string starting with 7.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 from .config import EXTRA_FIELD_NAME, MISSING_FIELD_CYCLE, VIDEO_FIELDS
 
 _TWO_YEARS = 2 * 365 * 86400
+_GROUP_MS = 500  # the newest of two videos sharing a second is at +500 ms, the older at +400 ms
 _MIN_GAP = 60
 _SIZES = ((1920, 1080), (1280, 720), (1024, 576), (1080, 1080))
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -49,6 +52,7 @@ class Video:
     __slots__ = (
         "id",
         "create_time",
+        "create_time_ms",
         "duration",
         "height",
         "width",
@@ -62,9 +66,11 @@ class Video:
         "missing",
     )
 
-    def __init__(self, vid: str, create_time: int, rnd: Callable[[], float], missing: str | None) -> None:
+    def __init__(self, vid: str, create_time: int, rnd: Callable[[], float], missing: str | None,
+                 create_time_ms: int | None = None) -> None:
         self.id = vid
         self.create_time = create_time
+        self.create_time_ms = create_time_ms if create_time_ms is not None else create_time * 1000
         self.duration = 5 + int(rnd() * 175)
         self.height, self.width = _SIZES[int(rnd() * len(_SIZES))]
         views = int(80 * 10 ** (4.2 * rnd() ** 2))
@@ -93,7 +99,8 @@ class Account:
     """The user profile plus the public video list (ascending by create_time internally)."""
 
     def __init__(
-        self, video_count: int, seed: int, anchor_time: int | None, missing_every: int, client_key: str
+        self, video_count: int, seed: int, anchor_time: int | None, missing_every: int, client_key: str,
+        same_second_every: int = 0,
     ) -> None:
         rng = random.Random(seed)
         now = int(time.time())
@@ -130,12 +137,17 @@ class Account:
         spread = 2 * max(0.0, _TWO_YEARS / max(video_count, 1) - _MIN_GAP)
         t = anchor - 3600 - int(rnd() * 7200)
         desc: list[Video] = []
-        for _ in range(video_count):
-            desc.append(Video(str(t << 32 | bits(32)), t, rnd, self._next_missing()))
-            t -= _MIN_GAP + int(rnd() * spread)
+        shares = False  # this video shares the previous (newer) one's second
+        for i in range(video_count):
+            joins_next = same_second_every > 0 and (i + 1) % same_second_every == 0 and not shares
+            ms = t * 1000 + (_GROUP_MS - 100 if shares else _GROUP_MS if joins_next else 0)
+            desc.append(Video(str(t << 32 | bits(32)), t, rnd, self._next_missing(), ms))
+            shares = joins_next
+            if not shares:
+                t -= _MIN_GAP + int(rnd() * spread)
         desc.reverse()
         self._videos: list[Video] = desc
-        self._times: list[int] = [v.create_time for v in desc]
+        self._times: list[int] = [v.create_time_ms for v in desc]  # ascending, milliseconds
         self._by_id: dict[str, Video] = {v.id: v for v in desc}
         self._likes = sum(v.like_count for v in desc)
         self._getters = self._build_getters()
@@ -179,11 +191,11 @@ class Account:
 
     @property
     def newest_create_time(self) -> int | None:
-        return self._times[-1] if self._times else None
+        return self._videos[-1].create_time if self._videos else None
 
     @property
     def oldest_create_time(self) -> int | None:
-        return self._times[0] if self._times else None
+        return self._videos[0].create_time if self._videos else None
 
     def user(self, fields: Iterable[str]) -> dict[str, Any]:
         full = dict(self._user, likes_count=self._likes, video_count=len(self._videos))
@@ -199,8 +211,8 @@ class Account:
         return out
 
     def page(self, cursor: int, max_count: int) -> tuple[list[Video], bool]:
-        """Up to max_count videos newest first with create_time*1000 < cursor (0 = from the top)."""
-        hi = bisect_left(self._times, -(-cursor // 1000)) if cursor > 0 else len(self._times)
+        """Up to max_count videos newest first with create_time_ms < cursor (0 = from the top)."""
+        hi = bisect_left(self._times, cursor) if cursor > 0 else len(self._times)
         lo = max(0, hi - max_count)
         return self._videos[lo:hi][::-1], lo > 0
 
@@ -218,12 +230,14 @@ class Account:
         newest = self.newest_create_time
         t = create_time if create_time is not None else max(int(time.time()), (newest or 0) + 1)
         added: list[Video] = []
+        taken = {v.create_time for v in self._videos}
         for _ in range(n):
-            i = bisect_left(self._times, t)
-            while i < len(self._times) and self._times[i] == t:
-                t, i = t + 1, i + 1
+            while t in taken:
+                t += 1
             v = Video(str(t << 32 | self._rng.getrandbits(32)), t, self._rng.random, self._next_missing())
-            self._times.insert(i, t)
+            i = bisect_left(self._times, v.create_time_ms)
+            taken.add(t)
+            self._times.insert(i, v.create_time_ms)
             self._videos.insert(i, v)
             self._by_id[v.id] = v
             self._likes += v.like_count
@@ -233,7 +247,7 @@ class Account:
 
     def delete(self, video_id: str) -> None:
         v = self._by_id.pop(video_id)  # KeyError for unknown ids: tests should notice their own typos
-        i = bisect_left(self._times, v.create_time)
+        i = bisect_left(self._times, v.create_time_ms)
         del self._times[i]
         del self._videos[i]
         self._likes -= v.like_count

@@ -23,8 +23,10 @@ class ChunkBuffer:
     Chunks may differ in schema (a new API field); ``schema`` unifies them, missing columns become null.
     """
 
+    DEFAULT_CHUNK_ROWS = 2000
+
     def __init__(self, fields: dict[str, pa.DataType], extra: dict[str, object], summary: Sequence[str],
-                 chunk_rows: int = 2000) -> None:
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         self.fields, self.extra, self.chunk_rows = fields, extra, chunk_rows
         self._summary_columns = tuple(summary)
         self._pending: list[dict] = []
@@ -42,6 +44,19 @@ class ChunkBuffer:
         """Convert what is pending (an empty listing still yields one empty chunk, for its schema)."""
         if self._pending or not self._chunks:
             self._flush()
+
+    def absorb(self, other: ChunkBuffer) -> None:
+        """Append ``other``'s rows after this buffer's (time slices are joined newest first, so the files the
+        overwrite writes still cover create_time ranges)."""
+        if self._pending:
+            self._flush()
+        if other._pending:
+            other._flush()
+        self._chunks += other._chunks
+        self._schemas += other._schemas
+        self._summaries += other._summaries
+        self.rows += other.rows
+        other._chunks, other._schemas, other._summaries, other.rows = [], [], [], 0
 
     def _flush(self) -> None:
         table = records_to_table(self._pending, self.fields, self.extra)

@@ -20,7 +20,8 @@ from tiktok_organic_dagster.settings import SourceSettings, SyncType
 from tiktok_organic_dagster.sync.buffer import ChunkBuffer
 from tiktok_organic_dagster.sync.changes import mark_changes
 from tiktok_organic_dagster.sync.checks import CheckResult
-from tiktok_organic_dagster.sync.common import StreamResult, commit_info, scoped, scoped_pages, table_uris, validate
+from tiktok_organic_dagster.sync.common import StreamResult, commit_info, scoped, table_uris, validate
+from tiktok_organic_dagster.sync.listing import SLICES_PER_WORKER, list_videos, slice_boundaries
 from tiktok_organic_dagster.sync.records import concat, history_rows, records_to_table
 from tiktok_organic_dagster.tiktok import QueryResult, TikTokClient
 from tiktok_organic_dagster.tiktok.streams import TS, VIDEO_COUNTER_FIELDS, VIDEO_COUNTERS, VIDEO_FIELDS
@@ -166,12 +167,15 @@ def sync_videos(
     stop = _page_is_older(cutoff) if incremental and cutoff is not None else None
 
     open_id = str(scoped("videos", client.open_id))
-    listing = ChunkBuffer(VIDEO_FIELDS, {"open_id": open_id, "_synced_at": now, "_last_seen_at": now},
-                          SUMMARY_COLUMNS)
+    extra = {"open_id": open_id, "_synced_at": now, "_last_seen_at": now}
+
+    def new_buffer(chunk_rows: int) -> ChunkBuffer:
+        return ChunkBuffer(VIDEO_FIELDS, extra, SUMMARY_COLUMNS, chunk_rows=chunk_rows)
+
     fields = list(dict.fromkeys([*VIDEO_FIELDS, *cfg.extra_fields]))
-    for page in scoped_pages("videos", client.iter_video_pages(fields, stop=stop)):
-        listing.extend(page)
-    listing.finish()
+    boundaries = [] if incremental else slice_boundaries(catalog, uri, client.paging_parallelism * SLICES_PER_WORKER)
+    listing, paging = list_videos(client, fields, new_buffer, full=not incremental, stop=stop,
+                                  boundaries=boundaries)
     _release_arrow_memory()
     info = commit_info(run_id, source.name, "videos")
     meta: dict[str, object] = {}
@@ -195,4 +199,4 @@ def sync_videos(
         history_uri, history_rows(batch, "id", VIDEO_COUNTERS, now), key=["id"], commit_info=info
     ) if write_history else None
     sync_type = SyncType.INCREMENTAL if incremental else SyncType.FULL_TABLE
-    return StreamResult(sync_type, write, history, batch, checks, meta)
+    return StreamResult(sync_type, write, history, batch, checks, {**paging, **meta})

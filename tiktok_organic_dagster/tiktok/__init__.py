@@ -5,7 +5,7 @@
 registry: fields, types, scopes), ``errors`` and ``redaction``.
 """
 
-from tiktok_organic_dagster.tiktok.client import QueryResult, TikTokClient
+from tiktok_organic_dagster.tiktok.client import TikTokClient
 from tiktok_organic_dagster.tiktok.errors import (
     CursorStuckError,
     MissingScopeError,
@@ -16,6 +16,8 @@ from tiktok_organic_dagster.tiktok.errors import (
     TikTokTransportError,
     TokenStoreError,
 )
+from tiktok_organic_dagster.tiktok.query import QueryResult
+from tiktok_organic_dagster.tiktok.slicing import SlicingRejected
 from tiktok_organic_dagster.tiktok.stats import ClientStats
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "MissingScopeError",
     "QueryResult",
     "RateLimitedError",
+    "SlicingRejected",
     "ReauthorizationRequired",
     "TikTokApiError",
     "TikTokClient",

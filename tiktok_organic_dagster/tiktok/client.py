@@ -11,7 +11,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +20,7 @@ import requests
 from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, REFRESH_TOKEN_ENV
 from tiktok_organic_dagster.tiktok.errors import RateLimitedError, TikTokApiError, TikTokError, TikTokTransportError
 from tiktok_organic_dagster.tiktok.paging import page_videos
+from tiktok_organic_dagster.tiktok.query import QueryResult, query_in_batches
 from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
 from tiktok_organic_dagster.tiktok.redaction import client_logger, redact, register_secret
 from tiktok_organic_dagster.tiktok.responses import (
@@ -35,6 +35,7 @@ from tiktok_organic_dagster.tiktok.responses import (
 )
 from tiktok_organic_dagster.tiktok.runtime import Runtime
 from tiktok_organic_dagster.tiktok.scopes import scope_error
+from tiktok_organic_dagster.tiktok.slicing import S, SlicedListing, page_sliced
 from tiktok_organic_dagster.tiktok.stats import ClientStats
 from tiktok_organic_dagster.tiktok.tokens import TokenEntry, entry_from_token_response, hash_token
 
@@ -42,19 +43,6 @@ logger = client_logger()
 
 PATHS = {"oauth_token": "/v2/oauth/token/", "user_info": "/v2/user/info/",
          "video_list": "/v2/video/list/", "video_query": "/v2/video/query/"}
-QUERY_BATCH = 20
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """video/query outcome: videos in request order, and the requested ids the API silently dropped."""
-
-    videos: list[dict]
-    missing_ids: list[str]
-
-    @property
-    def by_id(self) -> dict[str, dict]:
-        return {v["id"]: v for v in self.videos}
 
 
 _init_lock = threading.Lock()
@@ -88,6 +76,8 @@ class TikTokClient:
     # not a pace: 250 batches (5,000 known videos) may all go within one window, so the refresh takes
     # ~250/8 round trips instead of 250.
     query_parallelism: int = 8
+    # video/list time slices paged at once in a full sync (1 = one cursor walk); see slicing.py.
+    paging_parallelism: int = 8
 
     _runtime: Runtime | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -133,6 +123,17 @@ class TikTokClient:
         """Yield each video/list page's *new* videos (see :func:`paging.page_videos`). ``id`` is always
         requested."""
         fields = list(fields) if "id" in fields else ["id", *fields]
+        return page_videos(self._video_list_fetch(fields), stop=stop, max_count=max_count)
+
+    def list_videos_sliced(self, fields: Sequence[str], new_sink: Callable[[], S], *,
+                           boundaries: Sequence[int] = ()) -> SlicedListing[S]:
+        """Every video once, paged over time slices by ``paging_parallelism`` threads under the endpoint's
+        budget (see :mod:`slicing`); raises :class:`SlicingRejected` when the answers do not prove exactness."""
+        fields = list(fields) if "id" in fields else ["id", *fields]
+        return page_sliced(self._video_list_fetch(fields), new_sink, workers=self.paging_parallelism,
+                           boundaries=boundaries)
+
+    def _video_list_fetch(self, fields: list[str]) -> Callable[[dict[str, int]], dict[str, Any]]:
         url = self._url("video_list", fields)
         counters = self._rt().counters
 
@@ -142,42 +143,18 @@ class TikTokClient:
                 counters.pages += 1
             return data
 
-        return page_videos(fetch, stop=stop, max_count=max_count)
+        return fetch
 
     def query_videos(self, video_ids: Sequence[str], fields: Sequence[str]) -> QueryResult:
         """Fetch known videos by id (batches of <= 20, ``query_parallelism`` in parallel, own rate budget)."""
-        ids = list(dict.fromkeys(str(i) for i in video_ids))
-        if not ids:
-            return QueryResult([], [])
         fields = list(fields) if "id" in fields else ["id", *fields]
         url = self._url("video_query", fields)
-        batches = [ids[i:i + QUERY_BATCH] for i in range(0, len(ids), QUERY_BATCH)]
 
         def run(batch: list[str]) -> list[dict]:
             data = self._data_call("video_query", "POST", url, {"filters": {"video_ids": batch}}, fields)
             return [v for v in data.get("videos") or () if isinstance(v, dict)]
 
-        workers = min(max(self.query_parallelism, 1), len(batches))
-        if workers == 1:
-            results = [run(b) for b in batches]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiktok-query") as pool:
-                futures = [pool.submit(run, b) for b in batches]
-                try:
-                    results = [f.result() for f in futures]
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-        wanted = set(ids)
-        found: dict[str, dict] = {}
-        for videos in results:
-            for video in videos:
-                vid = str(video.get("id"))
-                if vid in wanted and vid not in found:
-                    video["id"] = vid
-                    found[vid] = video
-        return QueryResult([found[i] for i in ids if i in found], [i for i in ids if i not in found])
+        return query_in_batches(run, video_ids, self.query_parallelism)
 
     def refresh_token_days_left(self) -> float | None:
         """Days until the refresh token expires (from ``refresh_expires_in``); None if unknown. No request."""

@@ -21,7 +21,7 @@ class Runtime:
 
     def __init__(self, client: TikTokClient) -> None:
         self.session = requests.Session()
-        pool = max(client.query_parallelism, 1) + 2
+        pool = max(client.query_parallelism, client.paging_parallelism, 1) + 2
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
