@@ -102,6 +102,7 @@ class SandboxApi:
         self._fault_rng = random.Random(config.seed ^ 0x5EED)
         self._empty_cursors: set[int] = set()
         self._issued_cursors: set[int] = set()
+        self.deleted_during_paging: list[str] = []
         self._pages_served = 0  # video/list pages since reset_faults (publish_during_paging_after)
         self.fault_counter = 0
         self.request_counts: dict[str, int] = {}
@@ -357,6 +358,11 @@ class SandboxApi:
             self._pages_served += 1
             if publish_after > 0 and self._pages_served == publish_after:
                 self.account.add(1, None)  # the creator posts while a client is paging (after this page)
+            delete_after = self.config.faults.delete_during_paging_after
+            if delete_after > 0 and self._pages_served == delete_after and len(self.account):
+                middle = self.account.all_videos()[len(self.account) // 2]
+                self.account.delete(middle.id)  # ... or deletes one
+                self.deleted_during_paging.append(middle.id)
         return {"videos": videos, "cursor": next_cursor, "has_more": has_more}
 
     def _shorten(self, items: list[Any], cursor: int) -> list[Any]:

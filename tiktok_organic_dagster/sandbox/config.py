@@ -81,6 +81,7 @@ class Faults:
     short_pages: bool = False  # video/list returns < max_count (sometimes 0) while has_more stays true
     invalidate_access_after: int = 0  # after N served data requests an access token turns invalid (401)
     publish_during_paging_after: int = 0  # after the Nth served video/list page, one new video goes live (once)
+    delete_during_paging_after: int = 0  # after the Nth served video/list page, the middle video is deleted (once)
     ignore_custom_cursor: bool = False  # video/list honours only cursors it returned; others read from the top
 
 

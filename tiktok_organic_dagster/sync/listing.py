@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from tiktok_organic_dagster.lake import DeltaCatalog
 from tiktok_organic_dagster.sync.buffer import ChunkBuffer
 from tiktok_organic_dagster.sync.common import scoped, scoped_pages
@@ -26,8 +29,9 @@ def slice_boundaries(catalog: DeltaCatalog, uri: str, slices: int) -> list[int]:
     n = len(created)
     if n < slices * 20:  # fewer than a page per slice: splitting as it goes is as good
         return []
-    seconds = sorted((int(t.timestamp()) for t in created.to_pylist()), reverse=True)
-    return [seconds[(i * n) // slices] * 1000 for i in range(1, slices)]
+    micros = pc.sort_indices(created, sort_keys=[("", "descending")])  # newest first
+    newest_first = pc.take(created, micros).cast(pa.int64()).to_numpy()
+    return [int(newest_first[(i * n) // slices]) // 1_000_000 * 1000 for i in range(1, slices)]
 
 
 def list_videos(client: TikTokClient, fields: list[str], new_buffer: Callable[[int], ChunkBuffer], *,
