@@ -14,6 +14,11 @@ setup(
         "deltalake[pandas,pyarrow]>=1.6,<1.7",
         "pyyaml>=6",
         "croniter>=2",  # cron validation and periods (Dagster's own helpers are private)
+        # Token store on S3/GCS/Azure: the Python binding of the Rust object_store behind deltalake. One library
+        # gives all three clouds the same conditional puts (create-if-absent, If-Match/generation) and reads the
+        # same AWS_*/GOOGLE_*/AZURE_* variables as the Delta root; boto3 would cover S3 only.
+        "obstore>=0.12,<0.13",
+        "cryptography>=42",  # Fernet: token store entries encrypted at rest with TIKTOK_TOKEN_STORE_KEY
     ],
     extras_require={
         "dev": [

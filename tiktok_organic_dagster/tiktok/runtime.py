@@ -9,7 +9,7 @@ from requests.adapters import HTTPAdapter
 
 from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
 from tiktok_organic_dagster.tiktok.stats import DATA_ENDPOINTS, Counters
-from tiktok_organic_dagster.tiktok.token_store import TokenStore, default_store_path
+from tiktok_organic_dagster.tiktok.token_store import open_token_store
 from tiktok_organic_dagster.tiktok.tokens import TokenManager
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class Runtime:
         # latency jitter between two requests a window apart would otherwise still trip its limit.
         window = client.rate_window_seconds + min(1.0, 0.1 * client.rate_window_seconds)
         self.budgets = {ep: RateBudget(client.requests_per_minute, window) for ep in DATA_ENDPOINTS}
-        self.store = TokenStore(default_store_path(client.token_store_path))
+        self.store = open_token_store(client.token_store_path)  # local file or object-store prefix
         self.tokens = TokenManager(self.store, client.token_store_key, client.refresh_token,
                                    client._post_token, env_var=client.refresh_token_env,
                                    on_refresh=client._count_refresh)

@@ -12,14 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired, TikTokApiError
+from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired, TikTokApiError, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import client_logger, register_secret
+from tiktok_organic_dagster.tiktok.token_backends import StoreConflict
 
 if TYPE_CHECKING:
-    from tiktok_organic_dagster.tiktok.token_store import TokenStore
+    from tiktok_organic_dagster.tiktok.token_backends import Stored, TokenStoreBase
 
 _ACCESS_MARGIN_SECONDS = 60.0
 _ACCESS_MARGIN_FRACTION = 0.10
+_MAX_STORE_ROUNDS = 5  # conflicting writes / adopted entries before giving up
+# After invalid_grant on an object store: the writer that spent the token stores its rotation a moment
+# after TikTok answered it, so look a few times before calling the token dead (1.75 s at most).
+_REREAD_DELAYS = (0.0, 0.25, 0.5, 1.0)
 
 logger = client_logger()
 
@@ -120,7 +125,7 @@ class TokenManager:
 
     def __init__(
         self,
-        store: TokenStore,
+        store: TokenStoreBase,
         key: str,
         env_refresh_token: str,
         post_token: Callable[[dict[str, str]], Mapping[str, Any]],
@@ -128,6 +133,7 @@ class TokenManager:
         env_var: str = "TIKTOK_REFRESH_TOKEN",
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.key = key
@@ -138,6 +144,7 @@ class TokenManager:
         self._env_var = env_var
         self._clock = clock
         self._on_refresh = on_refresh
+        self._sleep = sleep
         self._entry: TokenEntry | None = None
         self._lock = threading.Lock()
         self._env_won = False  # the env token is in use (no entry yet, or it replaced the entry)
@@ -172,20 +179,96 @@ class TokenManager:
             if entry is not None and entry.access_token != rejected and entry.access_fresh(now):
                 return entry.access_token  # type: ignore[return-value]
             with self.store.locked():
-                # Re-read under the lock: another process may have refreshed while we waited.
-                candidate = self._choose(self.store.get(self.key))
-                now = self._clock()
-                if candidate.access_token != rejected and candidate.access_fresh(now):
-                    self._entry = candidate
-                    return candidate.access_token  # type: ignore[return-value]
+                entry, refreshed = self._settle(rejected)
+            self._entry = entry
+        if refreshed:
+            if self._on_refresh is not None:
+                self._on_refresh()
+            logger.info("Refreshed TikTok access token for store entry '%s'; rotated refresh token persisted "
+                        "to %s", self.key, self.store.location)
+        return entry.access_token  # type: ignore[return-value]
+
+    def _settle(self, rejected: str | None) -> tuple[TokenEntry, bool]:
+        """Read the entry, refresh if it has no usable access token, store the rotation compare-and-swap.
+
+        Returns (entry to use, whether this call refreshed). A file store runs this under its flock, so no
+        other writer interferes; an object store has no lock, and two things make us re-read instead:
+
+        - our write conflicts (the entry changed since we read it): see :meth:`_store_rotation`;
+        - TikTok answers invalid_grant for the stored refresh token: another writer may have spent it a
+          moment ago; if the entry changed since our read and holds another refresh token, use that one.
+        """
+        stored = self.store.read(self.key)  # re-read: another thread or process may have refreshed
+        candidate = self._choose(stored.entry)
+        for _ in range(_MAX_STORE_ROUNDS):
+            if candidate.access_token != rejected and candidate.access_fresh(self._clock()):
+                return candidate, False
+            known_dead = self._rejected is not None and self._rejected[0] == hash_token(candidate.refresh_token)
+            try:
                 fresh = self._refresh(candidate)
-                self.store.put(self.key, fresh)  # persist the rotation BEFORE the new access token is used
-                self._entry = fresh
-        if self._on_refresh is not None:
-            self._on_refresh()
-        logger.info("Refreshed TikTok access token for store entry '%s'; rotated refresh token persisted "
-                    "to %s", self.key, self.store.path)
-        return fresh.access_token  # type: ignore[return-value]
+            except ReauthorizationRequired:
+                newer = None if known_dead else self._written_since(stored, candidate)
+                if newer is None:
+                    raise
+                stored, candidate = newer, self._adopt(newer)
+                continue
+            newer = self._store_rotation(candidate, fresh, stored)
+            if newer is None:
+                return fresh, True
+            stored, candidate = newer, self._adopt(newer)
+        raise TokenStoreError(f"{self.store.describe(self.key)} kept changing while this run refreshed "
+                              f"({_MAX_STORE_ROUNDS} rounds); more than one run per account at a time?")
+
+    def _store_rotation(self, spent: TokenEntry, fresh: TokenEntry, read: Stored) -> Stored | None:
+        """Persist ``fresh`` (obtained by spending ``spent``) over the version we read. None when stored.
+
+        On a conflict we re-read. Every writer writes compare-and-swap, so whatever was stored since our read
+        was obtained from that entry or later (or is a new authorization): a *different* refresh token there
+        is at least as new as ours, and it is kept; we return it and drop ours. If the entry still holds the
+        token we just spent (only its other fields were rewritten) or was deleted, TikTok's answer to us made
+        ours the only valid one, so we write it over the version we now saw. Our own refresh token already
+        there means our write landed and only its answer was lost (a retried PUT then fails its condition).
+        """
+        version = read.version
+        for _ in range(_MAX_STORE_ROUNDS):
+            try:
+                self.store.write(self.key, fresh, expected=version)
+                return None
+            except StoreConflict:
+                current = self.store.read(self.key)
+            other = current.entry
+            if other is not None and other.refresh_token == fresh.refresh_token:
+                return None
+            if other is not None and other.refresh_token != spent.refresh_token:
+                logger.info("%s was updated by another writer while this run refreshed; using the newer "
+                            "stored token, not this run's", self.store.describe(self.key))
+                return current
+            version = current.version
+        raise TokenStoreError(f"could not store the rotated refresh token in {self.store.describe(self.key)}: "
+                              f"{_MAX_STORE_ROUNDS} conflicting writes in a row; re-authorize with "
+                              "tiktok-organic-authorize if the next run fails with invalid_grant")
+
+    def _written_since(self, read: Stored, spent: TokenEntry) -> Stored | None:
+        """After invalid_grant: the entry if another writer replaced it (new version, other refresh token)."""
+        if self.store.exclusive_lock:
+            return None  # nobody can have written while we hold the lock
+        for delay in _REREAD_DELAYS:
+            if delay:
+                self._sleep(delay)
+            current = self.store.read(self.key)
+            other = current.entry
+            if current.version != read.version and other is not None and \
+                    other.refresh_token != spent.refresh_token:
+                logger.info("TikTok rejected the refresh token just read from %s, and another writer has "
+                            "stored a newer one since; using it", self.store.describe(self.key))
+                return current
+        return None
+
+    def _adopt(self, stored: Stored) -> TokenEntry:
+        """Use the entry another writer stored as it is (its lineage, not a re-decision of env vs store)."""
+        self._env_won = self._env_over_store = False
+        assert stored.entry is not None
+        return stored.entry
 
     def _choose(self, stored: TokenEntry | None) -> TokenEntry:
         self._env_won = self._env_over_store = False
@@ -194,7 +277,7 @@ class TokenManager:
             if not self._env_token:
                 raise ReauthorizationRequired(
                     f"No TikTok refresh token: {self._env_var} is empty and the token store "
-                    f"{self.store.path} has no entry '{self.key}'.", env_var=self._env_var)
+                    f"{self.store.location} has no entry '{self.key}'.", env_var=self._env_var)
             self._env_won = True
             return TokenEntry(refresh_token=self._env_token, descends_from=env_hash)
         if env_hash is None or env_hash == stored.descends_from:
@@ -216,7 +299,7 @@ class TokenManager:
             body = self._post_token(form)
         except ReauthorizationRequired as exc:
             source = (f"the refresh token from {self._env_var}" if self._env_won
-                      else f"the refresh token in token store entry '{self.key}' ({self.store.path})")
+                      else f"the refresh token in {self.store.describe(self.key)}")
             hint = ""
             if self._env_over_store:
                 hint = (f" If you re-authorized with tiktok-organic-authorize, unset {self._env_var} so the "
