@@ -1,8 +1,11 @@
 """``tiktok-organic-authorize``: one-time OAuth consent that seeds the token store.
 
 Prints TikTok's authorize URL, reads the redirect URL (or bare code) you paste back, checks ``state``,
-exchanges the code and writes the token store entry (0600). Tokens are never printed; the client secret
-is read from ``TIKTOK_CLIENT_SECRET`` only (no CLI flag, so it stays out of shell history).
+exchanges the code and writes the token store entry: to the local file (0600) or to the object-store prefix
+configured (``--token-store`` / ``TIKTOK_TOKEN_STORE``: ``s3://``, ``gs://``, ``az://``, ``abfss://``),
+encrypted when ``TIKTOK_TOKEN_STORE_KEY`` is set. The store and the key are checked before the URL is shown,
+so a typo does not cost the single-use code. Tokens are never printed; the client secret is read from
+``TIKTOK_CLIENT_SECRET`` only (no CLI flag, so it stays out of shell history).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from collections.abc import Sequence
 from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL
-from tiktok_organic_dagster.tiktok import TikTokClient, TikTokError
+from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, TOKEN_STORE_ENV, TOKEN_STORE_KEY_ENV
+from tiktok_organic_dagster.tiktok import TikTokClient, TikTokError, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import redact
 from tiktok_organic_dagster.tiktok.streams import ALL_SCOPES
-from tiktok_organic_dagster.tiktok.token_store import default_store_path
+from tiktok_organic_dagster.tiktok.token_backends import TokenStoreBase, check_key
+from tiktok_organic_dagster.tiktok.token_store import open_token_store, store_location
 
 AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
 DEFAULT_SCOPES = ALL_SCOPES
@@ -68,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="API host for the token exchange (default: $TIKTOK_API_BASE_URL or %(default)s)")
     p.add_argument("--authorize-url", default=AUTHORIZE_URL, help=argparse.SUPPRESS)
     p.add_argument("--token-store", default=None,
-                   help="token store file (default: $TIKTOK_TOKEN_STORE, "
-                        "$DAGSTER_HOME/tiktok_token_store.json, ./.tiktok_tokens.json)")
+                   help="token store: a file, or an object-store prefix such as s3://bucket/tokens/ "
+                        "(gs://, az://, abfss:// too; credentials from AWS_*/GOOGLE_*/AZURE_*) "
+                        "(default: $TIKTOK_TOKEN_STORE, $DAGSTER_HOME/tiktok_token_store.json, "
+                        "./.tiktok_tokens.json)")
     p.add_argument("--key", default="tiktok_organic", help="token store entry (one per account/source)")
     p.add_argument("--refresh-token-env", default="TIKTOK_REFRESH_TOKEN",
                    help="env var the source reads its refresh token from (for the instructions printed)")
@@ -101,7 +107,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
               file=sys.stderr)
         return 2
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    store_path = default_store_path(args.token_store)
+    try:
+        location = store_location(args.token_store)
+        store = _checked_store(location, args.key)
+    except TokenStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     state = secrets.token_urlsafe(24)
     print("1. Open this URL, log in to TikTok and approve the app:\n", file=out)
     print("   " + build_authorize_url(args.client_id, args.redirect_uri, state, scopes, args.authorize_url),
@@ -120,10 +131,14 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     # The client does the exchange: same retries, redaction and store writing as the runtime path.
     client = TikTokClient(client_id=args.client_id, client_secret=secret,
                           refresh_token=os.environ.get(args.refresh_token_env, ""),
-                          api_base_url=args.api_base_url, token_store_path=str(store_path),
+                          api_base_url=args.api_base_url, token_store_path=location,
                           token_store_key=args.key, request_timeout_seconds=args.timeout, max_retries=2)
     try:
         entry = client.exchange_authorization_code(code, args.redirect_uri)
+    except TokenStoreError as exc:
+        print(f"error: the code was exchanged but the tokens could not be stored: {exc}; fix that and "
+              "authorize again (the code is single-use)", file=sys.stderr)
+        return 1
     except TikTokError as exc:
         print(f"error: token exchange failed: {exc}", file=sys.stderr)
         return 1
@@ -133,7 +148,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     granted = set(entry.scopes)
     missing = [s for s in scopes if granted and s not in granted]
     days = (entry.refresh_expires_at - time.time()) / 86400 if entry.refresh_expires_at else None
-    print(f"\nAuthorized. Token store entry '{args.key}' written to {store_path} (mode 0600).", file=out)
+    is_file = store.exclusive_lock  # the local file (flock); otherwise an object-store prefix
+    how = "encrypted with " + TOKEN_STORE_KEY_ENV if store.codec.encrypting else "in clear"
+    print(f"\nAuthorized. {store.describe(args.key)} written{' (mode 0600)' if is_file else ''}, {how}.",
+          file=out)
     print(f"   open_id: {entry.open_id or 'unknown'}; granted scopes: {', '.join(entry.scopes) or 'unknown'}"
           + (f"; refresh token valid for {days:.0f} days" if days is not None else ""), file=out)
     if missing:
@@ -147,11 +165,24 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         print(f"     ({args.refresh_token_env} is set in this shell; its current value is recorded as "
               "superseded, but a different stale value elsewhere would override the store: unset it there.)",
               file=out)
-    if args.token_store or os.environ.get("TIKTOK_TOKEN_STORE") is None:
-        print(f"   - Make the runs use the same file: export TIKTOK_TOKEN_STORE={store_path}", file=out)
-    print("   - Keep the file private (it holds the tokens); re-run this command when TikTok asks to "
+    if args.token_store or os.environ.get(TOKEN_STORE_ENV) is None:
+        print(f"   - Make the runs use the same store: export {TOKEN_STORE_ENV}={location}", file=out)
+    if store.codec.encrypting:
+        print(f"   - Give the runs the same {TOKEN_STORE_KEY_ENV} (without it they cannot read the entry).",
+              file=out)
+    where = "file" if is_file else "prefix (runs need read and write on it, nobody else any access)"
+    print(f"   - Keep the {where} private (it holds the tokens); re-run this command when TikTok asks to "
           "re-authorize.", file=out)
     return 0
+
+
+def _checked_store(location: str, key: str) -> TokenStoreBase:
+    """The configured store, its key and (for an object store) its reachability checked before the code is
+    spent. An entry that cannot be decrypted is not an error here: authorizing again replaces it."""
+    check_key(key)
+    store = open_token_store(location)
+    store.probe(key)
+    return store
 
 
 if __name__ == "__main__":  # pragma: no cover
