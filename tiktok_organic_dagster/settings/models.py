@@ -1,4 +1,4 @@
-"""The settings models of a source and their validation (loading and messages are in ``settings``).
+"""The settings models of a source and their validation (loading and messages are in ``settings.load``).
 
 ``layer`` and ``folder`` are source settings that every stream inherits unless it sets its own; their
 defaults (``raw``, ``tiktok_organic``) are the same for every source whatever its name, so a source's table

@@ -1,13 +1,8 @@
-"""Source settings: what a hosted connector asks for, validated when the code location loads.
+"""Loading the settings: a YAML file (``TIKTOK_ORGANIC_CONFIG``) or ``TIKTOK_*`` variables, and the messages.
 
-Settings come from a YAML file (path in ``TIKTOK_ORGANIC_CONFIG``) that may declare several sources (one per
-TikTok account), or, without a file, from environment variables for one source named ``tiktok_organic``.
-Validation happens at load time so ``dagster definitions validate`` fails with the setting's name instead of
-a run failing at 6 a.m.
-
-Messages: an unknown key gets a did-you-mean, pydantic's prefixes are dropped; with a settings file, the
-``TIKTOK_*`` variables that would configure the default source are ignored, and a logged warning names
-the ones that are set. The models themselves are in ``settings_models`` (re-exported here).
+Messages: an unknown key gets a did-you-mean, pydantic's prefixes are dropped, each line names the setting
+(and the environment variable behind it); with a settings file, the ``TIKTOK_*`` variables that would
+configure the default source are ignored, and a logged warning names the ones that are set.
 """
 
 from __future__ import annotations
@@ -21,28 +16,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tiktok_organic_dagster.names import CONFIG_ENV, DEFAULT_SOURCE_NAME
-from tiktok_organic_dagster.settings_models import (
-    DEFAULT_FOLDER,
-    DEFAULT_LAYER,
-    CredentialSettings,
-    FullSyncSettings,
+from tiktok_organic_dagster.settings.models import (
     ProjectSettings,
     SourceSettings,
-    StreamSettings,
-    SyncType,
-    TriggerSettings,
     closest,
-    cron_period,
     default_streams,
     did_you_mean,
 )
 from tiktok_organic_dagster.tiktok.streams import STREAM_NAMES as STREAMS
-
-__all__ = [
-    "DEFAULT_FOLDER", "DEFAULT_LAYER", "CredentialSettings", "FullSyncSettings", "ProjectSettings", "SettingsError",
-    "SourceSettings", "StreamSettings", "SyncType", "TriggerSettings", "cron_period",
-    "ignored_env_vars", "load_settings",
-]
 
 
 class SettingsError(ValueError):
