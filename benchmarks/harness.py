@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sandbox_proc import SandboxProcess
+from tiktok_organic_dagster.names import CLIENT_RESOURCE, DEFAULT_SOURCE_NAME, FULL_SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster_tests.helpers import expire_access_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = "tiktok_organic"
-CLIENT_RESOURCE = f"{SOURCE}_tiktok"
-SYNC_OP = f"{SOURCE}__sync"  # one step syncs every stream
-FULL_JOB = f"{SOURCE}_full_sync"
-SYNC_JOB = f"{SOURCE}_sync"
+SOURCE = DEFAULT_SOURCE_NAME
+FULL_JOB = FULL_SYNC_JOB
 # BENCH_PROFILE_DIR=<dir>: every worker writes a pyinstrument profile there (needs pyinstrument installed).
 PROFILE_DIR = Path(os.environ["BENCH_PROFILE_DIR"]) if os.environ.get("BENCH_PROFILE_DIR") else None
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks import sliced
 from benchmarks.harness import (
     SYNC_JOB,
     SYNC_OP,
@@ -126,6 +127,7 @@ class Bench:
             Scenario("full sync 5k @100ms", self._full_100ms, max(1, rounds - 1)),
             Scenario("counter refresh 5k @100ms", self._refresh, rounds),
             Scenario("rate budget", self._rate_budget, 1),
+            *sliced.scenarios(self, rounds),
         ]
 
     def _full_20ms(self, rnd: int) -> None:
@@ -315,7 +317,7 @@ class Bench:
         rate = best.get("rate")
         if rate:
             rows.append(self._rate_row(rate))
-        return rows
+        return rows + sliced.rows(self)
 
     def _arithmetic_ok(self, key: str) -> bool:
         """Every round (not just the fastest) made at most the requests the look-back window needs."""

@@ -24,6 +24,7 @@ import requests  # noqa: E402
 
 import tiktok_organic_dagster.defs.definitions  # noqa: E402,F401  (what loading the code location imports)
 from tiktok_organic_dagster.defs.definitions import build_definitions  # noqa: E402
+from tiktok_organic_dagster.names import SYNC_OP  # noqa: E402
 from tiktok_organic_dagster.settings import load_settings  # noqa: E402
 from tiktok_organic_dagster.tiktok.client import TikTokClient  # noqa: E402
 from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS  # noqa: E402
@@ -31,7 +32,8 @@ from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS  # noqa: E402
 IMPORT_S = time.perf_counter() - _T0
 KEEP_META = ("api_requests", "api_429s", "api_retries", "token_refreshes", "rows_synced", "rows_inserted",
              "rows_updated", "rows_unchanged", "counter_refresh_ids", "counter_refresh_requests",
-             "counter_refresh_changed", "videos_not_returned", "sync_type")
+             "counter_refresh_changed", "videos_not_returned", "sync_type", "paging", "paging_slices",
+             "paging_fallback_reason")
 
 
 def _peak_rss_mb() -> float:
@@ -63,7 +65,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     if not result.success:
         failures = [e for e in result.all_events if e.is_failure]
         out["error"] = "; ".join(str(e.message)[:300] for e in failures[:2])
-    for mat in result.asset_materializations_for_node("tiktok_organic__sync"):
+    for mat in result.asset_materializations_for_node(SYNC_OP):
         if mat.asset_key.path[-1].endswith("_history"):
             continue
         stream = mat.asset_key.path[-1]

@@ -66,3 +66,16 @@ def pool_name(source: str) -> str:
 # ---------------------------------------------------------------------------------- Delta commit metadata
 COMMIT_PREFIX = "tiktok_organic."  # prefix of our keys in each Delta commit's info
 FULL_SYNC_APP_ID = "tiktok_organic.full_sync"  # Delta app transaction; its version = epoch ms of the full sync
+
+
+# ---------------------------------------------------------------------------------- the default source's names
+# What the single-account setup (environment variables, no settings file) is called; tests and benchmarks use
+# these instead of spelling the strings.
+SYNC_JOB = sync_job_name(DEFAULT_SOURCE_NAME)
+FULL_SYNC_JOB = full_sync_job_name(DEFAULT_SOURCE_NAME)
+SYNC_SCHEDULE = schedule_name(SYNC_JOB)
+FULL_SYNC_SCHEDULE = schedule_name(FULL_SYNC_JOB)
+CATCHUP_SENSOR = catchup_sensor_name(DEFAULT_SOURCE_NAME)
+SYNC_OP = sync_op_name(DEFAULT_SOURCE_NAME)
+CLIENT_RESOURCE = client_resource_key(DEFAULT_SOURCE_NAME)
+CATALOG_RESOURCE = catalog_resource_key(DEFAULT_SOURCE_NAME)

@@ -19,14 +19,13 @@ from typing import Any
 
 import dagster as dg
 
+from tiktok_organic_dagster.names import CLIENT_RESOURCE, FULL_SYNC_JOB, SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.sandbox import SandboxServer
 from tiktok_organic_dagster.tiktok.streams import USER_FIELDS
 from tiktok_organic_dagster_tests.helpers import catalog_for, expected_video, read_rows, run_job
 
-SYNC = "tiktok_organic_sync"
-FULL = "tiktok_organic_full_sync"
-CLIENT_RESOURCE = "tiktok_organic_tiktok"
-SYNC_OP = "tiktok_organic__sync"  # the one step of both jobs: every stream of the source
+SYNC = SYNC_JOB
+FULL = FULL_SYNC_JOB
 TABLES = ("videos", "videos_history", "user_info", "user_info_history")
 TABLE_KEYS = {"videos": ("id",), "videos_history": ("id", "snapshot_date"), "user_info": ("open_id",),
               "user_info_history": ("open_id", "snapshot_date")}

@@ -11,6 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import responses
 
+from tiktok_organic_dagster.names import FULL_SYNC_JOB, SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.sync.checks import count_decreases
 from tiktok_organic_dagster_tests.fixtures_faults import failed_steps, failure_text, snapshot
 from tiktok_organic_dagster_tests.helpers import run_job
@@ -43,15 +44,15 @@ def test_negative_counter_stops_the_write_and_reports_the_check(tmp_path):
            "TIKTOK_TOKEN_STORE": str(tmp_path / "tokens.json")}
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         _mock_api(mock, [100, 200, 300])
-        assert run_job("tiktok_organic_sync", env).success
+        assert run_job(SYNC_JOB, env).success
     before = snapshot(env)
     assert len(before["videos"][1]) == 3
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         _mock_api(mock, [150, -5, 300])  # one counter went negative
-        result = run_job("tiktok_organic_full_sync", env, raise_on_error=False)
+        result = run_job(FULL_SYNC_JOB, env, raise_on_error=False)
     assert not result.success
-    assert failed_steps(result) == {"tiktok_organic__sync"}
+    assert failed_steps(result) == {SYNC_OP}
     assert "non_negative_counters" in failure_text(result) and "nothing was written" in failure_text(result)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()
                    if e.asset_key == dg.AssetKey(["raw", "tiktok_organic", "videos"])}

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from tiktok_organic_dagster.defs.definitions import build_definitions
+from tiktok_organic_dagster.names import FULL_SYNC_JOB, SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster.tiktok.streams import USER_FIELDS, VIDEO_FIELDS
 from tiktok_organic_dagster_tests.helpers import (
@@ -35,7 +36,7 @@ def test_full_incremental_full_cycle(sandbox_factory, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
 
     # 1. full sync: tables mirror the sandbox
-    result = run_job("tiktok_organic_full_sync", env, instance)
+    result = run_job(FULL_SYNC_JOB, env, instance)
     assert result.success
     truth = server.videos()
     rows = read_rows(env, "videos")
@@ -55,9 +56,9 @@ def test_full_incremental_full_cycle(sandbox_factory, tmp_path):
     server.add_videos(5)
     server.bump_counters([newest["id"], oldest["id"]])
     server.delete_video(deleted["id"])
-    result = run_job("tiktok_organic_sync", env, instance)
+    result = run_job(SYNC_JOB, env, instance)
     assert result.success
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     videos_meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     assert videos_meta["sync_type"].value == "INCREMENTAL"
     truth2 = {v["id"]: v for v in server.videos()}
@@ -70,7 +71,7 @@ def test_full_incremental_full_cycle(sandbox_factory, tmp_path):
     assert videos_meta["rows_inserted"].value == 5
 
     # 3. full sync: the deleted video leaves, everything equals the source again
-    result = run_job("tiktok_organic_full_sync", env, instance)
+    result = run_job(FULL_SYNC_JOB, env, instance)
     assert result.success
     rows = read_rows(env, "videos")
     assert deleted["id"] not in _by_id(rows)
@@ -94,10 +95,10 @@ def test_incremental_request_count_follows_lookback(sandbox_factory, tmp_path):
     """Token + user + pages up to the first page wholly older than the look-back window."""
     server = sandbox_factory(video_count=400)
     env = sandbox_env(server, tmp_path)
-    assert run_job("tiktok_organic_full_sync", env).success
+    assert run_job(FULL_SYNC_JOB, env).success
     server.add_videos(20)
     server.reset_counts()
-    assert run_job("tiktok_organic_sync", env).success
+    assert run_job(SYNC_JOB, env).success
     videos = server.videos()
     newest_known = videos[20]["create_time"]  # the table's newest before this sync
     cutoff = newest_known - 7 * 86400
@@ -116,15 +117,15 @@ def test_incremental_request_count_follows_lookback(sandbox_factory, tmp_path):
 def test_full_refresh_run_config_forces_full(sandbox_factory, tmp_path):
     server = sandbox_factory(video_count=60)
     env = sandbox_env(server, tmp_path)
-    assert run_job("tiktok_organic_sync", env).success
+    assert run_job(SYNC_JOB, env).success
     deleted = server.videos()[0]["id"]
     server.delete_video(deleted)
-    config = {"ops": {"tiktok_organic__sync": {"config": {"full_refresh": True}}}}
-    result = run_job("tiktok_organic_sync", env, run_config=config)
+    config = {"ops": {SYNC_OP: {"config": {"full_refresh": True}}}}
+    result = run_job(SYNC_JOB, env, run_config=config)
     assert result.success
     assert deleted not in {r["id"] for r in read_rows(env, "videos")}
     assert set(VIDEO_FIELDS) <= set(read_rows(env, "videos")[0])
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     assert meta["sync_type"].value == "FULL_TABLE" and meta["rows_deleted"].value == 1
 
@@ -134,7 +135,7 @@ def test_refresh_all_counters_updates_old_videos_through_video_query(sandbox_fac
     video/query (20 ids a request); a video the API no longer returns is reported and left as it was."""
     server = sandbox_factory(video_count=100)
     env = sandbox_env(server, tmp_path)
-    assert run_job("tiktok_organic_full_sync", env).success
+    assert run_job(FULL_SYNC_JOB, env).success
     before = _by_id(read_rows(env, "videos"))
     truth = server.videos()
     old, gone = truth[-1]["id"], truth[-2]["id"]  # both far outside the 7-day window
@@ -142,10 +143,10 @@ def test_refresh_all_counters_updates_old_videos_through_video_query(sandbox_fac
     server.bump_counters(fraction=0.3)  # old and recent videos move
     server.delete_video(gone)
     server.reset_counts()
-    config = {"ops": {"tiktok_organic__sync": {"config": {"refresh_all_counters": True}}}}
-    result = run_job("tiktok_organic_sync", env, run_config=config)
+    config = {"ops": {SYNC_OP: {"config": {"refresh_all_counters": True}}}}
+    result = run_job(SYNC_JOB, env, run_config=config)
     assert result.success
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     meta = {k: v.value for k, v in next(m.metadata for m in mats if m.asset_key.path[-1] == "videos").items()}
     assert meta["sync_type"] == "INCREMENTAL"
     queried = meta["counter_refresh_ids"]
@@ -165,7 +166,7 @@ def test_extra_fields_are_requested_and_land_as_columns(sandbox_factory, tmp_pat
     """`is_aigc` is new in TikTok's 2026 docs: opt in with a setting and it becomes a typed column."""
     server = sandbox_factory(video_count=40)
     env = sandbox_env(server, tmp_path, TIKTOK_VIDEOS_EXTRA_FIELDS="is_aigc")
-    assert run_job("tiktok_organic_sync", env).success
+    assert run_job(SYNC_JOB, env).success
     rows = {r["id"]: r for r in read_rows(env, "videos")}
     truth = server.videos()
     assert all(rows[v["id"]]["is_aigc"] == v["is_aigc"] for v in truth)
@@ -184,13 +185,13 @@ def test_a_selected_subset_writes_only_its_tables(sandbox_factory, tmp_path):
     def materialize(*tables: str) -> dict[str, dict]:
         server.reset_counts()
         with patched_env(env):
-            job = build_definitions(load_settings()).resolve_job_def("tiktok_organic_sync")
+            job = build_definitions(load_settings()).resolve_job_def(SYNC_JOB)
             result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
                                             asset_selection=[dg.AssetKey(["raw", "tiktok_organic", t])
                                                              for t in tables])
         assert result.success
         return {m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items()}
-                for m in result.asset_materializations_for_node("tiktok_organic__sync")}
+                for m in result.asset_materializations_for_node(SYNC_OP)}
 
     assert set(materialize("videos")) == {"videos"}
     assert catalog.exists(uri("videos")) and catalog.row_count(uri("videos")) == 45

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tiktok_organic_dagster.names import SYNC_OP
 from tiktok_organic_dagster.sandbox import EXTRA_FIELD_NAME, MISSING_FIELD_CYCLE, Faults
 from tiktok_organic_dagster.tiktok import TikTokClient
 from tiktok_organic_dagster_tests.fixtures_faults import (
@@ -28,14 +29,14 @@ from tiktok_organic_dagster_tests.helpers import sandbox_env
 def _meta_sum(result, key: str) -> int:
     """Sum of a numeric metadata entry over the two main assets (videos, user_info)."""
     total = 0
-    for mat in result.asset_materializations_for_node("tiktok_organic__sync"):
+    for mat in result.asset_materializations_for_node(SYNC_OP):
         if mat.asset_key.path[-1] in ("videos", "user_info") and key in mat.metadata:
             total += mat.metadata[key].value
     return total
 
 
 def _videos_meta(result) -> dict:
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     return {k: v.value for k, v in next(m for m in mats if m.asset_key.path[-1] == "videos").metadata.items()}
 
 

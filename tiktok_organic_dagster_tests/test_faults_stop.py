@@ -10,6 +10,7 @@ import signal
 import time
 
 from tiktok_organic_dagster.cli import authorize
+from tiktok_organic_dagster.names import SYNC_OP
 from tiktok_organic_dagster.sandbox import DEFAULT_SCOPES
 from tiktok_organic_dagster_tests.fixtures_faults import (
     FULL,
@@ -24,7 +25,7 @@ from tiktok_organic_dagster_tests.fixtures_faults import (
 )
 from tiktok_organic_dagster_tests.helpers import patched_env, sandbox_env
 
-SYNC_STEP = "tiktok_organic__sync"  # one step runs both streams side by side
+SYNC_STEP = SYNC_OP  # one step runs both streams side by side
 VIDEO_TABLES = ("videos", "videos_history")
 
 

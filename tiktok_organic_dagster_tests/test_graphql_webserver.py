@@ -11,6 +11,7 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from tiktok_organic_dagster.names import SYNC_JOB
 from tiktok_organic_dagster_tests.helpers import sandbox_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def webserver(sandbox_factory, tmp_path):
 def test_launch_sync_through_graphql_and_read_metadata(webserver):
     server, port, tmp_path = webserver
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    run_id = client.submit_job_execution("tiktok_organic_sync")
+    run_id = client.submit_job_execution(SYNC_JOB)
     deadline = time.monotonic() + 120
     status = None
     while time.monotonic() < deadline:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.names import FULL_SYNC_JOB, SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.sync import videos as sync
 from tiktok_organic_dagster.sync.buffer import ChunkBuffer
 from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
@@ -17,8 +18,8 @@ from tiktok_organic_dagster.tiktok.streams import VIDEO_FIELDS
 from tiktok_organic_dagster_tests.fixtures_faults import client_config, expire_stored_access_token
 from tiktok_organic_dagster_tests.helpers import expected_video, read_rows, run_job, sandbox_env
 
-FULL, SYNC = "tiktok_organic_full_sync", "tiktok_organic_sync"
-REFRESH = {"ops": {"tiktok_organic__sync": {"config": {"refresh_all_counters": True}}}}
+FULL, SYNC = FULL_SYNC_JOB, SYNC_JOB
+REFRESH = {"ops": {SYNC_OP: {"config": {"refresh_all_counters": True}}}}
 DAY = 86400
 
 
@@ -33,7 +34,7 @@ def _lookback_pages(times_newest_first: list[int], cutoff: int) -> int:
 
 
 def _videos_meta(result) -> dict:
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     meta = next(m.metadata for m in mats if m.asset_key.path[-1] == "videos")
     return {k: getattr(v, "value", v) for k, v in meta.items()}
 

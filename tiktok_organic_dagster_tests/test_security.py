@@ -28,6 +28,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 
 from tiktok_organic_dagster.cli import authorize
 from tiktok_organic_dagster.lake import CatalogConfigError, DeltaCatalog
+from tiktok_organic_dagster.names import CLIENT_RESOURCE
 from tiktok_organic_dagster.sandbox import Faults
 from tiktok_organic_dagster.settings import SettingsError, load_settings
 from tiktok_organic_dagster_tests.fixtures_faults import FULL, SYNC, failure_text, run
@@ -128,14 +129,14 @@ def test_no_secret_in_anything_the_project_writes_or_prints(sandbox_factory, tmp
             with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process_ctx:
                 ctx = process_ctx.create_request_context()
                 runs = execute_dagster_graphql(ctx, RUNS_QUERY).data["runsOrError"]["results"]
-                assert len(runs) == 4 and all("tiktok_organic_tiktok" in r["runConfigYaml"] for r in runs)
+                assert len(runs) == 4 and all(CLIENT_RESOURCE in r["runConfigYaml"] for r in runs)
                 outputs.append(json.dumps(runs))
                 for r in runs:
                     outputs.append(json.dumps(execute_dagster_graphql(ctx, LOGS_QUERY, {"runId": r["runId"]}).data))
                 selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
                 resources = execute_dagster_graphql(ctx, RESOURCES_QUERY, {"selector": selector}).data
                 values = {v["key"]: v for res in resources["allTopLevelResourceDetailsOrError"]["results"]
-                          if res["name"] == "tiktok_organic_tiktok" for v in res["configuredValues"]}
+                          if res["name"] == CLIENT_RESOURCE for v in res["configuredValues"]}
                 assert values["client_secret"] == {"key": "client_secret", "value": "TIKTOK_CLIENT_SECRET",
                                                    "type": "ENV_VAR"}  # the UI shows the variable's name
                 outputs.append(json.dumps(resources))

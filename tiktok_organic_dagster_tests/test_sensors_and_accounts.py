@@ -9,6 +9,7 @@ import pytest
 
 from tiktok_organic_dagster.defs.definitions import build_definitions
 from tiktok_organic_dagster.defs.sensors import decide
+from tiktok_organic_dagster.names import CATALOG_RESOURCE, CATCHUP_SENSOR, FULL_SYNC_JOB, SYNC_JOB
 from tiktok_organic_dagster.settings import load_settings
 from tiktok_organic_dagster_tests.helpers import patched_env, read_rows, run_job, sandbox_env
 
@@ -35,8 +36,8 @@ def test_decide_requests_once_per_stale_state():
 def _evaluate(env, cursor=None):
     with patched_env(env):
         defs = build_definitions(load_settings())
-        sensor = defs.resolve_sensor_def("tiktok_organic_full_sync_catchup_sensor")
-        resources = {"tiktok_organic_delta": defs.resources["tiktok_organic_delta"]}
+        sensor = defs.resolve_sensor_def(CATCHUP_SENSOR)
+        resources = {CATALOG_RESOURCE: defs.resources[CATALOG_RESOURCE]}
         with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
             return sensor.evaluate_tick(context)
 
@@ -46,9 +47,9 @@ def test_sensor_reads_full_sync_time_from_delta_history(sandbox_factory, tmp_pat
     env = sandbox_env(server, tmp_path)
     first = _evaluate(env)  # no tables yet: a full sync is due
     assert len(first.run_requests) == 1
-    assert first.run_requests[0].job_name in (None, "tiktok_organic_full_sync")
+    assert first.run_requests[0].job_name in (None, FULL_SYNC_JOB)
     assert not _evaluate(env, first.cursor).run_requests  # no double request for the same state
-    assert run_job("tiktok_organic_full_sync", env).success
+    assert run_job(FULL_SYNC_JOB, env).success
     after = _evaluate(env, first.cursor)
     assert not after.run_requests and "recent" in (after.skip_message or "")
 
@@ -56,9 +57,9 @@ def test_sensor_reads_full_sync_time_from_delta_history(sandbox_factory, tmp_pat
 def test_incremental_runs_do_not_count_as_full(sandbox_factory, tmp_path):
     server = sandbox_factory(video_count=30)
     env = sandbox_env(server, tmp_path)
-    assert run_job("tiktok_organic_sync", env).success  # first sync of empty tables is full
+    assert run_job(SYNC_JOB, env).success  # first sync of empty tables is full
     server.add_videos(2)  # (a merge that changes nothing makes no commit)
-    assert run_job("tiktok_organic_sync", env).success  # this one is incremental for videos
+    assert run_job(SYNC_JOB, env).success  # this one is incremental for videos
     from tiktok_organic_dagster_tests.helpers import catalog_for
 
     catalog = catalog_for(env)
@@ -111,6 +112,6 @@ def test_missing_credential_at_run_time_names_the_variable(sandbox_factory, tmp_
         del os.environ["TIKTOK_CLIENT_SECRET"]
         defs = build_definitions(load_settings())  # loading works: secrets are read at run time
         with pytest.raises(dg.DagsterInvalidConfigError) as err:
-            defs.resolve_job_def("tiktok_organic_sync").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+            defs.resolve_job_def(SYNC_JOB).execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert 'environment variable "TIKTOK_CLIENT_SECRET" which is not set' in str(err.value)
     assert "TIKTOK_CLIENT_ID" not in str(err.value)

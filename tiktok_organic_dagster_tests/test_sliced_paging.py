@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from tiktok_organic_dagster.names import SYNC_OP
 from tiktok_organic_dagster.sandbox import Faults
 from tiktok_organic_dagster.tiktok import TikTokClient
 from tiktok_organic_dagster.tiktok.slicing import SlicingRejected, page_sliced
@@ -13,7 +14,7 @@ from tiktok_organic_dagster_tests.helpers import read_rows, sandbox_env
 
 
 def _videos_meta(result) -> dict:
-    mats = result.asset_materializations_for_node("tiktok_organic__sync")
+    mats = result.asset_materializations_for_node(SYNC_OP)
     return {k: getattr(v, "value", v) for k, v in next(m for m in mats if m.asset_key.path[-1] == "videos")
             .metadata.items()}
 
@@ -74,7 +75,7 @@ def test_the_next_full_sync_slices_by_the_stored_creation_times(sandbox_factory,
     server.reset_counts()
     result = run(FULL, env, server)
     meta = _videos_meta(result)
-    assert meta["paging"] == "sliced" and meta["paging_slices"] >= 2 * TikTokClient.paging_parallelism
+    assert meta["paging"] == "sliced" and meta["paging_slices"] >= TikTokClient.paging_parallelism
     pages = -(-2025 // 20)
     # each slice ends on a page that crosses its lower bound: at most one extra request per slice
     assert server.request_counts()["video_list"] <= pages + meta["paging_slices"]

@@ -70,7 +70,7 @@ class TikTokClientResource(dg.ConfigurableResource):
     backoff_max_seconds: float = 30.0
     requests_per_minute: int = 600
     query_parallelism: int = 8
-    paging_parallelism: int = 8
+    paging_parallelism: int = 16
 
     _client: TikTokClient | None = PrivateAttr(default=None)
 

@@ -16,7 +16,7 @@ from tiktok_organic_dagster.sync.common import scoped, scoped_pages
 from tiktok_organic_dagster.tiktok import SlicingRejected, TikTokClient
 
 logger = logging.getLogger(__name__)
-SLICES_PER_WORKER = 2  # boundaries from the stored table: a few more slices than workers evens out their ends
+SLICES_PER_WORKER = 1  # boundaries from the stored table; a worker done early splits the largest remaining slice
 SLICE_CHUNK_ROWS = 500  # per-slice buffers hold fewer pending records each: many are filling at once
 
 
