@@ -528,3 +528,59 @@ def test_read_keys_prunes_by_statistics_without_losing_wanted_rows(catalog: Delt
     assert sorted(whole.column("id").to_pylist()) == ["2", "39", "5"]
     assert sorted(pruned.column("id").to_pylist()) == ["2", "5"]  # "39" is 39 days old: outside the prune
     assert pruned.schema == whole.schema
+
+
+def test_every_write_kind_records_the_same_counts_in_its_commit(catalog: DeltaCatalog, uri: str) -> None:
+    """Issue 16: a merge's commit records inserted/updated/deleted/unchanged under the same names as an
+    overwrite's, read from the raw Delta history (not derived afterwards from delta's metrics)."""
+    from tiktok_organic_dagster.lake.history import COUNT_FIELDS
+
+    def counts(table_uri: str) -> list[tuple[str, str, dict]]:
+        return [(e["operation"], e[f"{catalog.metadata_prefix}sync_type"],
+                 {k: e.get(f"{catalog.metadata_prefix}{k}") for k in COUNT_FIELDS})
+                for e in reversed(DeltaTable(table_uri).history()) if f"{catalog.metadata_prefix}sync_type" in e]
+
+    def c(rows: int, ins: int, upd: int, dele: int, unch: int) -> dict:
+        return dict(zip(COUNT_FIELDS, (rows, ins, upd, dele, unch), strict=True))
+
+    catalog.overwrite(uri, videos(["1", "2", "3"], [1, 2, 3]), key=["id"], commit_info={})
+    batch = videos(["2", "3", "4"], [2, 3, 4])
+    catalog.overwrite(uri, pa.RecordBatchReader.from_batches(batch.schema, batch.to_batches()), key=["id"],
+                      commit_info={})
+    catalog.merge(uri, videos(["3", "4", "5"], [30, 4, 5], synced=T1), key=["id"], commit_info={})
+    catalog.merge(uri, videos(["4", "6"], [4, 6], synced=T1), key=["id"], commit_info={},
+                  update_only_if_changed=False)
+    assert counts(uri) == [
+        ("WRITE", "full", c(3, 3, 0, 0, 0)),
+        ("WRITE", "full", c(3, 1, 2, 1, 0)),  # streamed; 1 left the table
+        ("MERGE", "incremental", c(3, 1, 1, 0, 1)),  # 5 new, 3 changed, 4 unchanged
+        ("MERGE", "incremental", c(2, 1, 1, 0, 0)),  # update_only_if_changed=False rewrites 4 anyway
+    ]
+    merges = [e for e in DeltaTable(uri).history() if e["operation"] == "MERGE"]
+    assert {(e["operationMetrics"]["num_target_rows_inserted"], e["operationMetrics"]["num_target_rows_updated"])
+            for e in merges} == {(1, 1)}  # delta's own metrics of the same commits agree
+
+    history = catalog.table_uri("bronze", "tiktok", "videos_history")
+    day = pa.array([date(2026, 1, 1)] * 2, pa.date32())
+    catalog.snapshot_merge(history, videos(["1", "2"], [1, 2]).append_column("snapshot_date", day),
+                           key=["id"], commit_info={})
+    catalog.snapshot_merge(history, videos(["1", "2"], [1, 7]).append_column("snapshot_date", day),
+                           key=["id"], commit_info={})
+    assert counts(history) == [("WRITE", "snapshot", c(2, 2, 0, 0, 0)),  # the merge that creates the table
+                               ("MERGE", "snapshot", c(2, 0, 1, 0, 1))]
+    assert [(h["inserted"], h["updated"], h["unchanged"]) for h in catalog.history(history)] == [(0, 1, 1), (2, 0, 0)]
+
+
+def test_merge_change_detection_is_null_safe_for_floats_and_nested_columns(catalog: DeltaCatalog, uri: str) -> None:
+    """The rows a merge counts as updated are the rows it rewrites: null = null, NaN = NaN, lists compared."""
+    def rows(score: list, tags: list) -> pa.Table:
+        return pa.table({"id": ["1", "2", "3"], "score": pa.array(score, pa.float64()),
+                         "tags": pa.array(tags, pa.list_(pa.string()))})
+
+    catalog.merge(uri, rows([1.0, float("nan"), None], [["a"], None, []]), key=["id"], commit_info={})
+    same = catalog.merge(uri, rows([1.0, float("nan"), None], [["a"], None, []]), key=["id"], commit_info={})
+    assert (same.version, same.inserted, same.updated, same.unchanged) == (0, 0, 0, 3)  # no commit
+    moved = catalog.merge(uri, rows([1.0, float("nan"), 2.0], [["a", "b"], None, []]), key=["id"], commit_info={})
+    assert (moved.version, moved.inserted, moved.updated, moved.unchanged) == (1, 0, 2, 1)
+    entry = DeltaTable(uri).history(1)[0]
+    assert entry["operationMetrics"]["num_target_rows_updated"] == entry["lake.updated"] == 2

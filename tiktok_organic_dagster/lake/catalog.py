@@ -3,8 +3,8 @@
 Built directly on ``deltalake`` (delta-rs 1.6) because dagster-deltalake has no merge and cannot set
 retention properties. Writes are in ``writes``; layout and settings in ``store``.
 
-Every data commit carries ``<metadata_prefix>sync_type``, ``run_id`` and row counts in its commit info
-(``history()``); merge counts come from delta's own operation metrics.
+Every data commit carries ``<metadata_prefix>sync_type``, ``run_id`` and the same row counts (rows_written,
+inserted, updated, deleted, unchanged) in its commit info (``history()``), merges included (see ``match``).
 
 Retention (``delta_log_retention_days`` = N): ``delta.logRetentionDuration`` and
 ``delta.deletedFileRetentionDuration`` are both ``interval N days`` (set on create; changed with one extra

@@ -1,4 +1,10 @@
-"""Commit history: what each commit recorded (ours and delta's metrics), read newest first."""
+"""Commit history: what each commit recorded (ours and delta's metrics), read newest first.
+
+Every data commit (overwrite, merge, snapshot merge) records ``<prefix>rows_written``, ``inserted``,
+``updated``, ``deleted`` and ``unchanged`` in its commit info (``count_metadata``); an overwrite without a key
+records only ``rows_written``. Merges committed before merges matched their source first recorded only
+``rows_written``: their counts are read from delta's ``operationMetrics`` of the same commit.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ def normalize_history_entry(entry: dict[str, Any], prefix: str) -> dict[str, Any
     }
     for name in COUNT_FIELDS:
         out[name] = entry.get(prefix + name)
-    if entry.get("operation") == "MERGE":  # merge counts are only known after the commit
+    if entry.get("operation") == "MERGE" and out["inserted"] is None:
+        # merges committed before they recorded their own counts: delta's metrics of the same commit
         out["inserted"] = metrics.get("num_target_rows_inserted", out["inserted"])
         out["updated"] = metrics.get("num_target_rows_updated", out["updated"])
         out["deleted"] = metrics.get("num_target_rows_deleted", out["deleted"])

@@ -1,5 +1,5 @@
 """Arrow preparation of data before a write: types Delta stores exactly, key checks, de-duplication, the
-key diff an overwrite reports, and the change predicate of a merge.
+key diff an overwrite reports (a merge's matching is in ``match``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def _norm_type(t: pa.DataType, path: str) -> pa.DataType:
         return pa.timestamp("us", tz="UTC")
     if pa.types.is_struct(t):
         return pa.struct([f.with_type(_norm_type(f.type, f"{path}.{f.name}")) for f in t])
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return type(t)(t.value_field.with_type(_norm_type(t.value_type, f"{path}[]")))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):  # (list types have no constructor of their own)
+        make = pa.large_list if pa.types.is_large_list(t) else pa.list_
+        return make(t.value_field.with_type(_norm_type(t.value_type, f"{path}[]")))
     return t
 
 
@@ -102,14 +103,6 @@ def key_diff(before: pa.Array | None, after: pa.Array | None, is_new: bool, rows
 
 def _count_true(mask: pa.Array) -> int:
     return int(pc.sum(mask).as_py() or 0)
-
-
-def change_predicate(columns: list[str], keys: list[str], target: set[str]) -> str | None:
-    """Null-safe "some payload column differs"; '' means nothing to compare (never update)."""
-    compared = [c for c in columns if c not in keys and not c.startswith("_")]
-    parts = [f"(t.`{c}` IS DISTINCT FROM s.`{c}`)" if c in target else f"(s.`{c}` IS NOT NULL)"
-             for c in compared]
-    return " OR ".join(parts)
 
 
 class KeyTap:

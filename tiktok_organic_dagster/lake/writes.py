@@ -8,7 +8,9 @@
   New source columns are added to the schema; target columns missing from the source keep their values on
   update and are null on insert. With ``update_only_if_changed`` a matched row is rewritten only if a non-key
   column not starting with ``_`` differs (null-safe); ``_`` bookkeeping columns never trigger an update on
-  their own but are written with the row. A merge that changes nothing creates no commit.
+  their own but are written with the row. A merge that changes nothing creates no commit. The source is
+  matched against the table first (``match``), so the commit records ``inserted`` (keys new to the table),
+  ``updated`` (rows rewritten), ``deleted`` (0) and ``unchanged`` (the rest) like an overwrite does.
 * ``snapshot_merge`` (sync type "snapshot"): a merge on ``key + [snapshot_column]``: one row per key per
   snapshot, the latest reading wins, re-runs never duplicate.
 
@@ -33,16 +35,16 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError
-from deltalake.transaction import create_table_with_add_actions
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from tiktok_organic_dagster.lake.errors import CatalogConfigError, CommitConflictError
 from tiktok_organic_dagster.lake.history import count_metadata
 from tiktok_organic_dagster.lake.maintenance import ensure_retention
+from tiktok_organic_dagster.lake.match import match_source
 from tiktok_organic_dagster.lake.prepare import (
     Counts,
     KeyTap,
     cast_to,
-    change_predicate,
     check_keys,
     dedupe_last,
     key_diff,
@@ -81,17 +83,22 @@ class WriteResult:
 MERGE_WRITER = WriterProperties(max_row_group_size=ROWS_PER_GROUP, compression="SNAPPY")
 
 
-def _at_least(column: str, value: Any, or_null: bool = False) -> str | None:
-    """Merge-predicate condition ``t.column >= value`` for a date or timezone-aware timestamp (the types whose
-    ISO spelling delta-rs compares exactly); None for anything else, which merges unpruned."""
+Prune = tuple[str, pc.Expression]  # one condition on the target: merge-predicate SQL, and for a dataset scan
+
+
+def _at_least(column: str, value: Any, or_null: bool = False) -> Prune | None:
+    """Condition ``t.column >= value`` for a date or timezone-aware timestamp (the types whose ISO spelling
+    delta-rs compares exactly); None for anything else, which merges unpruned."""
     if isinstance(value, datetime) and value.tzinfo is not None:
-        literal = value.astimezone(timezone.utc).isoformat()
+        literal, scalar = value.astimezone(timezone.utc).isoformat(), pa.scalar(value, pa.timestamp("us", "UTC"))
     elif isinstance(value, date) and not isinstance(value, datetime):
-        literal = value.isoformat()
+        literal, scalar = value.isoformat(), pa.scalar(value, pa.date32())
     else:
         return None
-    condition = f"t.`{column}` >= '{literal}'"
-    return f"({condition} OR t.`{column}` IS NULL)" if or_null else condition
+    condition, expr = f"t.`{column}` >= '{literal}'", pc.field(column) >= scalar
+    if or_null:
+        return f"({condition} OR t.`{column}` IS NULL)", expr | pc.field(column).is_null()
+    return condition, expr
 
 
 class TableWriter(TableStore):
@@ -131,6 +138,7 @@ class TableWriter(TableStore):
             txns = [Transaction(app_id, time.time_ns() // 1_000_000)] if app_id else []
             if streamed:
                 return self._overwrite_stream(uri, dt, KeyTap(source, schema, keys), before, meta, txns)
+            assert table is not None
             after = unique_keys([table], keys) if keys else None
             counts = key_diff(before, after, dt is None, table.num_rows)
             # writing through the loaded table saves a log replay and keeps the key diff exact: a commit
@@ -166,7 +174,8 @@ class TableWriter(TableStore):
         props = CommitProperties(custom_metadata={**meta, **count_metadata(self.metadata_prefix, tap.rows, *counts)},
                                  app_transactions=txns)
         if dt is not None:
-            dt.create_write_transaction(actions, mode="overwrite", schema=tap.schema, commit_properties=props)
+            changes: list[AddAction | RemoveAction] = [*actions]  # (the annotation wants the union's list)
+            dt.create_write_transaction(changes, mode="overwrite", schema=tap.schema, commit_properties=props)
         else:
             self._create_with(uri, tap.schema, actions, props)
         # (unlike write_deltalake, create_write_transaction does not move `dt` to the new version)
@@ -207,7 +216,7 @@ class TableWriter(TableStore):
         return self._merge(uri, data, keys, commit_info, True, SYNC_SNAPSHOT, prune=prune)
 
     def _merge(self, uri: str, data: pa.Table, key: list[str], commit_info: dict[str, str],
-               only_if_changed: bool, sync_type: str, prune: str | None = None) -> WriteResult:
+               only_if_changed: bool, sync_type: str, prune: Prune | None = None) -> WriteResult:
         """``prune``: a condition on target columns (alias ``t``) that every row able to match satisfies."""
         started = time.monotonic()
         meta = self._commit_metadata(commit_info, sync_type)
@@ -238,22 +247,30 @@ class TableWriter(TableStore):
                         raise
                     raise CommitFailedError(f"table was created concurrently: {exc}") from exc
             ensure_retention(dt, self.delta_log_retention_days, self._maint_props())
-            target = {f.name for f in dt.schema().fields}
-            cols = {f"`{c}`": f"s.`{c}`" for c in source.column_names}
-            on = " AND ".join([*(f"t.`{k}` = s.`{k}`" for k in keys), *([prune] if prune else [])])
-            merger = dt.merge(source, on,
+            # matched on the snapshot `dt` the merge runs on: the counts are known before the commit, and the
+            # merge gets only the rows that insert or change, so it writes exactly what was counted
+            match = match_source(dt, source, keys, prune[1] if prune else None, only_if_changed)
+            inserted, updated = match.inserted, match.updated
+            if inserted + updated == 0:
+                return dt.version(), 0, 0  # nothing to write: no commit
+            rows = source.filter(pc.or_(match.new, match.update)) if only_if_changed else source
+            cols = {f"`{c}`": f"s.`{c}`" for c in rows.column_names}
+            on = " AND ".join([*(f"t.`{k}` = s.`{k}`" for k in keys), *([prune[0]] if prune else [])])
+            counts = count_metadata(self.metadata_prefix, n, inserted, updated, 0, n - inserted - updated)
+            merger = dt.merge(rows, on,
                               source_alias="s", target_alias="t", merge_schema=True,
-                              streamed_exec=n >= STREAMED_MERGE_MIN_ROWS,
+                              streamed_exec=rows.num_rows >= STREAMED_MERGE_MIN_ROWS,
                               writer_properties=MERGE_WRITER,
-                              commit_properties=CommitProperties(
-                                  custom_metadata={**meta, self.metadata_prefix + "rows_written": n}))
-            predicate = change_predicate(source.column_names, keys, target) if only_if_changed else None
+                              commit_properties=CommitProperties(custom_metadata={**meta, **counts}))
             updates = {c: v for c, v in cols.items() if c.strip("`") not in keys}
-            if updates and predicate != "":
-                merger = merger.when_matched_update(updates, predicate=predicate)
+            if updates:
+                merger = merger.when_matched_update(updates)
             metrics = merger.when_not_matched_insert(cols).execute()
-            inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
-            return dt.version(), int(inserted), int(updated)
+            done = (int(metrics["num_target_rows_inserted"]), int(metrics["num_target_rows_updated"]))
+            if done != (inserted, updated):  # a bug, not a race: the merge ran on the snapshot we matched
+                _log.warning("merge of %s: commit info says %d inserted / %d updated, delta's metrics %d / %d",
+                             uri, inserted, updated, *done)
+            return dt.version(), inserted, updated
 
         (version, ins, upd), attempts = self._with_retry(sync_type, uri, attempt)
         return WriteResult(uri, version, n, ins, upd, 0, n - ins - upd, sync_type,
