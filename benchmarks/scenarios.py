@@ -13,8 +13,6 @@ from typing import Any
 
 from benchmarks import sliced
 from benchmarks.harness import (
-    SYNC_JOB,
-    SYNC_OP,
     Measurement,
     Target,
     Workspace,
@@ -23,6 +21,7 @@ from benchmarks.harness import (
     measure,
 )
 from benchmarks.sandbox_proc import SandboxProcess
+from tiktok_organic_dagster.names import SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.settings import StreamSettings
 from tiktok_organic_dagster.tiktok.client import TikTokClient
 
