@@ -24,8 +24,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
+# `make dev ARGS="-p 3001"` passes options to `dagster dev`
 dev: $(STAMP)
-	$(BIN)/python -m tiktok_organic_dagster.cli.dev
+	$(BIN)/python -m tiktok_organic_dagster.cli.dev $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
