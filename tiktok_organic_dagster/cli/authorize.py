@@ -20,7 +20,7 @@ from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, TOKEN_STORE_ENV, TOKEN_STORE_KEY_ENV
-from tiktok_organic_dagster.tiktok import TikTokClient, TikTokError, TokenStoreError
+from tiktok_organic_dagster.tiktok import ReauthorizationRequired, TikTokClient, TikTokError, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import redact
 from tiktok_organic_dagster.tiktok.streams import ALL_SCOPES
 from tiktok_organic_dagster.tiktok.token_backends import TokenStoreBase, check_key
@@ -138,6 +138,11 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     except TokenStoreError as exc:
         print(f"error: the code was exchanged but the tokens could not be stored: {exc}; fix that and "
               "authorize again (the code is single-use)", file=sys.stderr)
+        return 1
+    except ReauthorizationRequired as exc:  # invalid_grant on an authorization code
+        print(f"error: TikTok rejected the authorization code for source '{args.key}' ({exc.reason}). Codes are "
+              "single-use and expire within minutes: open the authorize URL again, approve, and paste the new "
+              "redirect URL (run this command again to get a fresh URL).", file=sys.stderr)
         return 1
     except TikTokError as exc:
         print(f"error: token exchange failed: {exc}", file=sys.stderr)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from tiktok_organic_dagster.tiktok.redaction import redact
 
+AUTHORIZE_COMMAND = "tiktok-organic-authorize --key {key} --redirect-uri <your registered redirect URI>"
 REAUTHORIZE_HOWTO = (
-    "You must re-authorize the app: run "
-    "`tiktok-organic-authorize --redirect-uri <your registered redirect URI>` "
-    "(add `--key <token_store_key>` for a non-default source); it writes a new entry to the token store, "
-    "then leave {env_var} unset/empty (the store entry is used) or put the new refresh token in {env_var}."
+    "To re-authorize, run `" + AUTHORIZE_COMMAND + "`; it writes a new token store entry. Then leave {env_var} "
+    "unset (the store entry is used) or put the new refresh token in {env_var}."
 )
+AUTHORIZE_HOWTO = (
+    "Authorize the app once: run `" + AUTHORIZE_COMMAND + "` (it writes the token store entry; leave {env_var} "
+    "unset), or put a refresh token you already have in {env_var}."
+)
+
 
 class TikTokError(Exception):
     """Base class of every error raised by the TikTok client; its message is always redacted."""
@@ -23,19 +27,27 @@ class TikTokError(Exception):
 
 
 class ReauthorizationRequired(TikTokError):
-    """The refresh token is missing, invalid, expired or revoked: a human must re-authorize the app."""
+    """No usable refresh token: a human must (re-)authorize the app for this source.
 
-    def __init__(self, reason: str, *, env_var: str = "TIKTOK_REFRESH_TOKEN") -> None:
+    ``first_time``: there has never been one (no entry, no variable): the message says to authorize, not to
+    re-authorize. ``key`` is the source's token store key, named in the message and the command to run.
+    """
+
+    def __init__(self, reason: str, *, env_var: str = "TIKTOK_REFRESH_TOKEN", key: str = "tiktok_organic",
+                 first_time: bool = False) -> None:
         self.reason = redact(reason)
         self.env_var = env_var
-        super().__init__(f"{reason} {REAUTHORIZE_HOWTO.format(env_var=env_var)}")
+        self.key = key
+        self.first_time = first_time
+        howto = AUTHORIZE_HOWTO if first_time else REAUTHORIZE_HOWTO
+        super().__init__(f"{reason} {howto.format(env_var=env_var, key=key)}")
 
     def __reduce__(self) -> tuple:
-        return (_rebuild_reauth, (self.reason, self.env_var))
+        return (_rebuild_reauth, (self.reason, self.env_var, self.key, self.first_time))
 
 
-def _rebuild_reauth(reason: str, env_var: str) -> ReauthorizationRequired:
-    return ReauthorizationRequired(reason, env_var=env_var)
+def _rebuild_reauth(reason: str, env_var: str, key: str, first_time: bool) -> ReauthorizationRequired:
+    return ReauthorizationRequired(reason, env_var=env_var, key=key, first_time=first_time)
 
 
 class TikTokApiError(TikTokError):

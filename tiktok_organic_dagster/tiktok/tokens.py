@@ -276,8 +276,9 @@ class TokenManager:
         if stored is None:
             if not self._env_token:
                 raise ReauthorizationRequired(
-                    f"No TikTok refresh token: {self._env_var} is empty and the token store "
-                    f"{self.store.location} has no entry '{self.key}'.", env_var=self._env_var)
+                    f"TikTok source '{self.key}' is not authorized yet: {self._env_var} is empty and the token "
+                    f"store {self.store.location} has no entry '{self.key}'.", env_var=self._env_var,
+                    key=self.key, first_time=True)
             self._env_won = True
             return TokenEntry(refresh_token=self._env_token, descends_from=env_hash)
         if env_hash is None or env_hash == stored.descends_from:
@@ -293,7 +294,7 @@ class TokenManager:
     def _refresh(self, current: TokenEntry) -> TokenEntry:
         token_hash = hash_token(current.refresh_token)
         if self._rejected is not None and self._rejected[0] == token_hash:
-            raise ReauthorizationRequired(self._rejected[1], env_var=self._env_var)
+            raise ReauthorizationRequired(self._rejected[1], env_var=self._env_var, key=self.key)
         form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
         try:
             body = self._post_token(form)
@@ -304,8 +305,9 @@ class TokenManager:
             if self._env_over_store:
                 hint = (f" If you re-authorized with tiktok-organic-authorize, unset {self._env_var} so the "
                         "store entry is used.")
-            reason = f"TikTok rejected {source}: {exc.reason}.{hint}"
+            reason = (f"TikTok source '{self.key}': the refresh token was revoked or has expired (TikTok rejected "
+                      f"{source}: {exc.reason}).{hint}")
             self._rejected = (token_hash, reason)
-            raise ReauthorizationRequired(reason, env_var=self._env_var) from None
+            raise ReauthorizationRequired(reason, env_var=self._env_var, key=self.key) from None
         return entry_from_token_response(body, now=self._clock(), descends_from=current.descends_from,
                                          previous=current)
