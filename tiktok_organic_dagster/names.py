@@ -50,6 +50,11 @@ def sync_op_name(source: str) -> str:
     return f"{source}__sync"
 
 
+def schema_check_op_name(source: str) -> str:
+    """The step of a source's column-schema checks (``column_schema_change`` on each table)."""
+    return f"{source}__column_schema_change"
+
+
 def client_resource_key(source: str) -> str:
     return f"{source}_tiktok"
 

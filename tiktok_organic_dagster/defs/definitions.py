@@ -9,12 +9,11 @@ Pointing ``TIKTOK_API_BASE_URL`` at the bundled sandbox is what turns this into 
 from __future__ import annotations
 
 import os
-import warnings
 
 import dagster as dg
 
 from tiktok_organic_dagster.defs.assets import build_source_asset
-from tiktok_organic_dagster.defs.checks import build_monotonic_check
+from tiktok_organic_dagster.defs.checks import build_monotonic_check, build_schema_change_check
 from tiktok_organic_dagster.defs.jobs import build_jobs, build_schedules
 from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokClientResource
 from tiktok_organic_dagster.defs.sensors import build_catchup_sensor
@@ -59,11 +58,8 @@ def _history_checks(source: SourceSettings) -> list[dg.AssetChecksDefinition]:
 
 def build_source_definitions(source: SourceSettings) -> dg.Definitions:
     asset = build_source_asset(source)
-    with warnings.catch_warnings():  # beta API; the check compares dagster/column_schema between runs
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        schema_checks = dg.build_column_schema_change_checks(
-            assets=[dg.AssetKey(source.asset_key_path(stream)) for stream in source.streams]
-        )
+    schema_checks = [build_schema_change_check(source.name, [dg.AssetKey(source.asset_key_path(stream))
+                                                             for stream in source.streams])]
     sensors = [build_catchup_sensor(source)] if source.full_sync.enabled else []
     return dg.Definitions(
         assets=[asset],
