@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiktok_organic_dagster.cli.dev import absolute_paths, dagster_home, mode_line, uses_sandbox
+from tiktok_organic_dagster.cli.dev import absolute_paths, dagster_home, env_file, mode_line, uses_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,10 +30,16 @@ def test_sandbox_rule(env, sandbox):
     assert uses_sandbox(env) is sandbox
 
 
+def test_dot_env_counts_for_the_rule(tmp_path):
+    assert env_file(tmp_path) == {}
+    (tmp_path / ".env").write_text("TIKTOK_CLIENT_ID=awb123\nTIKTOK_CLIENT_SECRET=s\n")
+    assert not uses_sandbox(env_file(tmp_path))
+
+
 def test_the_rule_is_printed():
     assert mode_line({}, "http://127.0.0.1:5") == (
-        "make dev: neither TIKTOK_CLIENT_ID nor TIKTOK_ORGANIC_CONFIG is set, so the UI runs on the sandbox TikTok "
-        "API at http://127.0.0.1:5 (set either one to use your account)")
+        "make dev: neither TIKTOK_CLIENT_ID nor TIKTOK_ORGANIC_CONFIG is set (environment or ./.env), so the UI runs "
+        "on the sandbox TikTok API at http://127.0.0.1:5 (set either one to use your account)")
     assert mode_line({"TIKTOK_ORGANIC_CONFIG": "s.yaml"}) == (
         "make dev: TIKTOK_ORGANIC_CONFIG is set, so the UI runs on your TikTok account(s) (unset both "
         "TIKTOK_CLIENT_ID and TIKTOK_ORGANIC_CONFIG to use the sandbox)")
@@ -166,5 +172,6 @@ def test_make_dev_serves_the_workspace_location_and_leaves_no_process_after_sigt
         proc.wait(timeout=10)
     text = log_path.read_text()
     assert "will not be used" not in text
-    assert "make dev: neither TIKTOK_CLIENT_ID nor TIKTOK_ORGANIC_CONFIG is set, so the UI runs on the sandbox" in text
+    assert ("make dev: neither TIKTOK_CLIENT_ID nor TIKTOK_ORGANIC_CONFIG is set (environment or ./.env), so the UI "
+            "runs on the sandbox TikTok API at http://127.0.0.1:") in text
     assert (tmp_path / ".dagster_home" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()

@@ -1,9 +1,12 @@
 """`make dev`: the Dagster UI and daemon (`dagster dev -w workspace.yaml`), on the sandbox or on your account.
 
 * **Sandbox or account** (printed at start): the bundled sandbox TikTok API is used when neither
-  ``TIKTOK_CLIENT_ID`` nor ``TIKTOK_ORGANIC_CONFIG`` is set (an empty value counts as unset); either one
-  set means your account(s). In sandbox mode every inherited ``TIKTOK_*`` variable is dropped (see
-  ``demo.sandbox_env``) and the sandbox's credentials reach `dagster dev` as variables of the child only.
+  ``TIKTOK_CLIENT_ID`` nor ``TIKTOK_ORGANIC_CONFIG`` is set, in the environment or in ``./.env`` (an empty
+  value counts as unset); either one set means your account(s). ``./.env`` only fills in variables the
+  environment does not set (as for ``tiktok-organic-authorize``); `dagster dev` itself would read it only
+  from its own working directory, which is no longer the folder `make dev` runs in. In sandbox mode every
+  inherited ``TIKTOK_*`` variable is dropped (see ``demo.sandbox_env``) and the sandbox's credentials reach
+  `dagster dev` as variables of the child only.
 * **Instance**: ``DAGSTER_HOME`` if set, else ``./.dagster_home``. The project's ``dagster.yaml`` (run and
   pool limits) is copied into ``./.dagster_home`` (also when DAGSTER_HOME names it); any other folder gets
   it only if it has no ``dagster.yaml`` yet. `dagster dev` runs *in* the instance folder: it warns that "the
@@ -52,8 +55,8 @@ def uses_sandbox(env: Mapping[str, str]) -> bool:
 def mode_line(env: Mapping[str, str], sandbox_url: str | None = None) -> str:
     """What `make dev` runs on and why, in the rule's own words."""
     if sandbox_url is not None:
-        return (f"make dev: neither {CLIENT_ID_ENV} nor {CONFIG_ENV} is set, so the UI runs on the sandbox TikTok "
-                f"API at {sandbox_url} (set either one to use your account)")
+        return (f"make dev: neither {CLIENT_ID_ENV} nor {CONFIG_ENV} is set (environment or ./.env), so the UI runs on "
+                f"the sandbox TikTok API at {sandbox_url} (set either one to use your account)")
     which = " and ".join(v for v in (CLIENT_ID_ENV, CONFIG_ENV) if env.get(v))
     verb = "are" if " and " in which else "is"
     return (f"make dev: {which} {verb} set, so the UI runs on your TikTok account(s) (unset both {CLIENT_ID_ENV} "
@@ -127,8 +130,22 @@ def run_group(cmd: list[str], env: Mapping[str, str], cwd: Path, grace: float = 
     return proc.returncode
 
 
+def env_file(cwd: Path) -> dict[str, str]:
+    """The variables of ``cwd/.env`` (none if there is no such file)."""
+    path = cwd / ".env"
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # a dependency of dagster
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
 def main() -> None:
     cwd = Path.cwd()
+    from_file = {k: v for k, v in env_file(cwd).items() if k not in os.environ}
+    os.environ.update(from_file)  # before the rule and the child's environment are worked out
+    if from_file:
+        print(f"make dev: read {', '.join(sorted(from_file))} from {cwd / '.env'}")
     home = dagster_home(os.environ, cwd)
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *sys.argv[1:]]
     print(f"make dev: Dagster instance in {home} ({home / 'dagster.yaml'})")
