@@ -90,8 +90,8 @@ def _keys_at(loc: list[str], model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _message(err: Any, loc: list[str], model: type[BaseModel]) -> str:
-    """Pydantic's message without its prefixes; a did-you-mean for an unknown key."""
+def setting_message(err: Any, loc: list[str], model: type[BaseModel]) -> str:
+    """Pydantic's message without its prefixes; a did-you-mean for an unknown key (the component's too)."""
     if err["type"] == "extra_forbidden" and loc:
         return f"unknown setting, {did_you_mean(loc[-1], _keys_at(loc, model))}"
     if err["type"] in ("value_error", "assertion_error") and "error" in err.get("ctx", {}):
@@ -115,7 +115,7 @@ def _format_error(exc: ValidationError, origin: str, env_source: bool,
                 "TIKTOK_STREAMS" if loc[:1] == ["streams"] and len(loc) <= 2 else None
             )
             hint = f" (environment variable {var})" if var else ""
-        lines.append(f"  - {setting}{hint}: {_message(err, loc, at)}")
+        lines.append(f"  - {setting}{hint}: {setting_message(err, loc, at)}")
     return "\n".join(lines)
 
 
