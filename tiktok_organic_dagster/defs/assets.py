@@ -2,7 +2,7 @@
 
 One subsettable multi-asset per source holds every stream's table and history (a table and its history come
 from the same API reads, so the history costs no extra request). Asset keys are the table's place in the
-catalog: ``[layer, folder, table]``.
+catalog, ``[layer, folder, table]``, unless a translator renames them (see ``translation``).
 """
 
 from collections.abc import Iterator
@@ -21,6 +21,7 @@ from tiktok_organic_dagster.defs.metadata import (
     stream_metadata,
 )
 from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokClientResource
+from tiktok_organic_dagster.defs.translation import TableAsset, Translator
 from tiktok_organic_dagster.lake import DeltaCatalog
 from tiktok_organic_dagster.names import (
     OWNERS,
@@ -62,7 +63,10 @@ def _start_maintenance(pool: ThreadPoolExecutor, catalog: DeltaCatalog, result: 
     return {w.uri: pool.submit(catalog.maintain, w.uri) for w in (result.write, result.history) if w is not None}
 
 
-def _specs(source: SourceSettings, stream: str) -> list[dg.AssetSpec]:
+StreamSpecs = tuple[dg.AssetSpec, dg.AssetSpec]  # a stream's table and its history
+
+
+def _default_specs(source: SourceSettings, stream: str) -> StreamSpecs:
     spec = STREAMS[stream]
     sync_type = source.streams[stream].sync_type.value
     freshness = freshness_policy(source)
@@ -72,12 +76,35 @@ def _specs(source: SourceSettings, stream: str) -> list[dg.AssetSpec]:
                             kinds={"tiktok", "deltalake"}, owners=list(OWNERS),
                             tags={"source": source.name, "stream": stream}, freshness_policy=freshness)
 
-    return [
+    return (
         asset_spec(source.asset_key_path(stream),
                    f"{spec.description}\n\nSource `{source.name}`: {source.description}. Sync: {sync_type}.",
                    {"sync_type": sync_type}),
         asset_spec(source.asset_key_path(stream, "_history"), spec.history_description, {}),
-    ]
+    )
+
+
+def source_specs(source: SourceSettings, translate: Translator | None = None) -> dict[str, StreamSpecs]:
+    """Each selected stream's (table, history) specs in stream order, renamed by ``translate`` if given. Two
+    assets may not end up with one key (a key template without ``{{ table }}``)."""
+    out: dict[str, StreamSpecs] = {}
+    owner: dict[dg.AssetKey, str] = {}  # translated key -> the table it names
+    for stream in (s for s in STREAM_NAMES if s in source.streams):
+        cfg = source.streams[stream]
+        pair = _default_specs(source, stream)
+        if translate is not None:
+            pair = (translate(pair[0], TableAsset(source.name, stream, source.table_name(stream), cfg.layer,
+                                                  cfg.folder, history=False)),
+                    translate(pair[1], TableAsset(source.name, stream, source.table_name(stream) + "_history",
+                                                  cfg.layer, cfg.folder, history=True)))
+        for spec, suffix in zip(pair, ("", "_history"), strict=True):
+            table = "/".join(source.asset_key_path(stream, suffix))
+            if spec.key in owner:
+                raise ValueError(f"translation.key gives {spec.key.to_user_string()} to both {owner[spec.key]} and "
+                                 f"{table}: put {{{{ table }}}} in the key so each table gets its own")
+            owner[spec.key] = table
+        out[stream] = pair
+    return out
 
 
 @dataclass
@@ -154,20 +181,19 @@ def _failure(failed: list[_StreamPart]) -> Exception:
     return dg.Failure(text)
 
 
-def build_source_asset(source: SourceSettings) -> dg.AssetsDefinition:
-    """All streams of a source in one subsettable multi-asset.
+def build_source_asset(source: SourceSettings, specs_by_stream: dict[str, StreamSpecs] | None = None
+                       ) -> dg.AssetsDefinition:
+    """All streams of a source in one subsettable multi-asset (specs: ``source_specs``, the defaults if None).
 
     One op, not one per stream: the streams call different endpoints with separate rate budgets, so they
     run side by side (user_info's request and writes overlap video paging), and a daily run pays Dagster's
     per-step cost once. Selecting a subset writes only the selected tables; a stream runs if either of its
     tables is selected."""
     ck, dk = client_resource_key(source.name), catalog_resource_key(source.name)
-    streams = [s for s in STREAM_NAMES if s in source.streams]
     specs: list[dg.AssetSpec] = []
     check_specs: list[dg.AssetCheckSpec] = []
     keys: dict[str, tuple[dg.AssetKey, dg.AssetKey]] = {}
-    for stream in streams:
-        table_spec, history_spec = _specs(source, stream)
+    for stream, (table_spec, history_spec) in (specs_by_stream or source_specs(source)).items():
         specs += [table_spec, history_spec]
         check_specs += blocking_check_specs(table_spec.key, STREAMS[stream].key, STREAMS[stream].counters)
         keys[stream] = (table_spec.key, history_spec.key)
