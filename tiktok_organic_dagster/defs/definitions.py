@@ -12,11 +12,12 @@ import os
 
 import dagster as dg
 
-from tiktok_organic_dagster.defs.assets import build_source_asset
+from tiktok_organic_dagster.defs.assets import StreamSpecs, build_source_asset, source_specs
 from tiktok_organic_dagster.defs.checks import build_monotonic_check, build_schema_change_check
 from tiktok_organic_dagster.defs.jobs import build_jobs, build_schedules
 from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokClientResource
 from tiktok_organic_dagster.defs.sensors import build_catchup_sensor
+from tiktok_organic_dagster.defs.translation import Translator
 from tiktok_organic_dagster.names import (
     API_BASE_URL_ENV,
     DEFAULT_API_BASE_URL,
@@ -27,7 +28,10 @@ from tiktok_organic_dagster.settings import ProjectSettings, SourceSettings, loa
 from tiktok_organic_dagster.tiktok.streams import STREAMS
 
 
-def build_resources(source: SourceSettings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(source: SourceSettings, delta_root: str | None = None, token_store: str | None = None
+                    ) -> dict[str, dg.ConfigurableResource]:
+    """Unset ``delta_root`` / ``token_store``: ``$TIKTOK_DELTA_ROOT`` / ``$TIKTOK_TOKEN_STORE`` at run time, then
+    the defaults."""
     creds = source.credentials
     # The refresh token may live only in the token store (written by `tiktok-organic-authorize`); an unset
     # variable then means "use the store", not an error.
@@ -38,36 +42,40 @@ def build_resources(source: SourceSettings) -> dict[str, dg.ConfigurableResource
         refresh_token=refresh,
         refresh_token_env=creds.refresh_token_env,
         api_base_url=os.environ.get(API_BASE_URL_ENV, DEFAULT_API_BASE_URL),
+        token_store_path=token_store,
         token_store_key=source.name,
     )
-    catalog = DeltaCatalogResource(delta_log_retention_days=source.delta_log_retention_days)
+    catalog = DeltaCatalogResource(root_uri=delta_root, delta_log_retention_days=source.delta_log_retention_days)
     return {client_resource_key(source.name): client, catalog_resource_key(source.name): catalog}
 
 
-def _history_checks(source: SourceSettings) -> list[dg.AssetChecksDefinition]:
+def _history_checks(source: SourceSettings, specs: dict[str, StreamSpecs]) -> list[dg.AssetChecksDefinition]:
     checks = []
-    for stream, cfg in source.streams.items():
-        spec = STREAMS[stream]
+    for stream, (_, history) in specs.items():
+        spec, cfg = STREAMS[stream], source.streams[stream]
         if not spec.monotonic_counters:
             continue
         table = (cfg.layer, cfg.folder, source.table_name(stream) + "_history")
-        checks.append(build_monotonic_check(dg.AssetKey(list(table)), table, catalog_resource_key(source.name),
-                                            spec.key, spec.monotonic_counters))
+        checks.append(build_monotonic_check(history.key, table, catalog_resource_key(source.name), spec.key,
+                                            spec.monotonic_counters))
     return checks
 
 
-def build_source_definitions(source: SourceSettings) -> dg.Definitions:
-    asset = build_source_asset(source)
-    schema_checks = [build_schema_change_check(source.name, [dg.AssetKey(source.asset_key_path(stream))
-                                                             for stream in source.streams])]
+def build_source_definitions(source: SourceSettings, *, translate: Translator | None = None,
+                             delta_root: str | None = None, token_store: str | None = None) -> dg.Definitions:
+    """One source's assets, checks, jobs, schedules, sensor and resources: the one builder behind the settings
+    file and the component. ``translate`` renames assets (see ``translation``); the tables stay put."""
+    specs = source_specs(source, translate)
+    asset = build_source_asset(source, specs)
+    schema_checks = [build_schema_change_check(source.name, [table.key for table, _ in specs.values()])]
     sensors = [build_catchup_sensor(source)] if source.full_sync.enabled else []
     return dg.Definitions(
         assets=[asset],
-        asset_checks=[*_history_checks(source), *schema_checks],
+        asset_checks=[*_history_checks(source, specs), *schema_checks],
         jobs=build_jobs(source, [asset]),
         schedules=build_schedules(source),
         sensors=sensors,
-        resources=build_resources(source),
+        resources=build_resources(source, delta_root, token_store),
     )
 
 
