@@ -39,5 +39,7 @@ setup(
             "tiktok-organic-authorize=tiktok_organic_dagster.cli.authorize:main",
             "tiktok-organic-sandbox=tiktok_organic_dagster.sandbox:main",
         ],
+        # `dg list components` / `dg scaffold defs tiktok_organic_dagster.TikTokOrganicComponent`
+        "dagster_dg_cli.registry_modules": ["tiktok_organic_dagster = tiktok_organic_dagster"],
     },
 )

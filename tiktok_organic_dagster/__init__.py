@@ -13,12 +13,17 @@ Rooms, imports one way (each may import the ones after it, never the ones before
 ``sandbox/`` is the fake TikTok API for demos and tests; product code never imports it.
 
 Importing the package builds nothing and reads no settings: ``definitions`` (what ``dagster ... -m
-tiktok_organic_dagster`` loads) is resolved on first access.
+tiktok_organic_dagster`` loads) and ``TikTokOrganicComponent`` (the ``dg`` component, for any project) are
+resolved on first access.
 """
 
 from typing import Any
 
-_LAZY = {"definitions": ("tiktok_organic_dagster.defs.definitions", "defs")}
+_LAZY = {
+    "definitions": ("tiktok_organic_dagster.defs.definitions", "defs"),
+    # the dg component (registered for `dg list components` by the entry point in setup.py)
+    "TikTokOrganicComponent": ("tiktok_organic_dagster.defs.component", "TikTokOrganicComponent"),
+}
 
 
 def __getattr__(name: str) -> Any:
