@@ -103,6 +103,7 @@ def test_launch_sync_through_graphql_and_read_metadata(webserver):
     assert meta["dagster/row_count"]["intValue"] == len(server.videos())
     assert meta["rows_inserted"]["intValue"] == len(server.videos())
     assert meta["sync_type"]["text"] == "FULL_TABLE"  # first run: no table yet, so a full sync
-    assert meta["api_pages"]["intValue"] == -(-len(server.videos()) // 20)
+    # every video/list request the sandbox answered, at least one per 20 videos (time slices may add a few)
+    assert meta["api_pages"]["intValue"] == server.request_counts()["video_list"] >= -(-len(server.videos()) // 20)
     assert meta["dagster/uri"]["path"].startswith(str(tmp_path / "lake"))
     assert "refresh_token_days_left" in meta

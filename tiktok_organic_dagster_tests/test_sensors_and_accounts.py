@@ -111,7 +111,9 @@ def test_missing_credential_at_run_time_names_the_variable(sandbox_factory, tmp_
     with patched_env(env):
         del os.environ["TIKTOK_CLIENT_SECRET"]
         defs = build_definitions(load_settings())  # loading works: secrets are read at run time
-        with pytest.raises(dg.DagsterInvalidConfigError) as err:
+        with pytest.raises(dg.DagsterResourceFunctionError) as err:  # the run's pre-flight, before any request
             defs.resolve_job_def(SYNC_JOB).execute_in_process(instance=dg.DagsterInstance.ephemeral())
-    assert 'environment variable "TIKTOK_CLIENT_SECRET" which is not set' in str(err.value)
-    assert "TIKTOK_CLIENT_ID" not in str(err.value)
+    cause = err.value.__cause__
+    assert isinstance(cause, dg.Failure) and "TIKTOK_CLIENT_SECRET not set where this run executes" in str(cause)
+    assert "TIKTOK_CLIENT_ID" not in str(cause)
+    assert sum(server.request_counts().values()) == 0

@@ -8,6 +8,7 @@ Pointing ``TIKTOK_API_BASE_URL`` at the bundled sandbox is what turns this into 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import dagster as dg
@@ -27,18 +28,24 @@ from tiktok_organic_dagster.names import (
 from tiktok_organic_dagster.settings import ProjectSettings, SourceSettings, load_settings
 from tiktok_organic_dagster.tiktok.streams import STREAMS
 
+_log = logging.getLogger(__name__)
+
 
 def build_resources(source: SourceSettings, delta_root: str | None = None, token_store: str | None = None
                     ) -> dict[str, dg.ConfigurableResource]:
     """Unset ``delta_root`` / ``token_store``: ``$TIKTOK_DELTA_ROOT`` / ``$TIKTOK_TOKEN_STORE`` at run time, then
     the defaults."""
     creds = source.credentials
+    unset = [name for name in (creds.client_id_env, creds.client_secret_env) if not os.environ.get(name)]
+    if unset:  # a warning, not an error: run workers may have another environment than this process
+        _log.warning("TikTok source '%s': %s not set here; runs need them where they execute.", source.name,
+                     " and ".join(unset))
     # The refresh token may live only in the token store (written by `tiktok-organic-authorize`); an unset
     # variable then means "use the store", not an error.
     refresh = dg.EnvVar(creds.refresh_token_env) if os.environ.get(creds.refresh_token_env) else ""
     client = TikTokClientResource(
-        client_id=dg.EnvVar(creds.client_id_env),
-        client_secret=dg.EnvVar(creds.client_secret_env),
+        client_id_env=creds.client_id_env,  # read at run time; a missing one fails the run's pre-flight
+        client_secret_env=creds.client_secret_env,
         refresh_token=refresh,
         refresh_token_env=creds.refresh_token_env,
         api_base_url=os.environ.get(API_BASE_URL_ENV, DEFAULT_API_BASE_URL),

@@ -15,9 +15,17 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from tiktok_organic_dagster.lake import DeltaCatalog
-from tiktok_organic_dagster.names import COMMIT_PREFIX, DEFAULT_API_BASE_URL, DELTA_ROOT_ENV, REFRESH_TOKEN_ENV
-from tiktok_organic_dagster.tiktok import TikTokClient
+from tiktok_organic_dagster.lake import CatalogConfigError, DeltaCatalog
+from tiktok_organic_dagster.names import (
+    CLIENT_ID_ENV,
+    CLIENT_SECRET_ENV,
+    COMMIT_PREFIX,
+    DEFAULT_API_BASE_URL,
+    DELTA_ROOT_ENV,
+    REFRESH_TOKEN_ENV,
+    TOKEN_STORE_ENV,
+)
+from tiktok_organic_dagster.tiktok import ReauthorizationRequired, TikTokClient, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import redact
 
 PACKAGE_LOGGER = "tiktok_organic_dagster"
@@ -54,11 +62,20 @@ def forward_logs(context: dg.InitResourceContext) -> Iterator[None]:
         package.removeHandler(handler)
 
 
-class TikTokClientResource(dg.ConfigurableResource):
-    """Configuration of the TikTok client; secrets arrive as ``dg.EnvVar`` (read at run time, never shown)."""
+def _failure(message: str) -> dg.Failure:
+    """A pre-flight failure: one short message that names the setting and what to do; retrying cannot help."""
+    return dg.Failure(description=message, allow_retries=False)
 
-    client_id: str
-    client_secret: str = Field(repr=False)
+
+class TikTokClientResource(dg.ConfigurableResource):
+    """Configuration of the TikTok client. Secrets are read at run time from the environment variables named
+    by ``client_id_env`` / ``client_secret_env`` (never config, never shown), unless given as ``dg.EnvVar``.
+    Each run starts with a pre-flight that needs no request: credentials, token store, a token to start from."""
+
+    client_id: str = ""
+    client_secret: str = Field(default="", repr=False)
+    client_id_env: str = CLIENT_ID_ENV
+    client_secret_env: str = CLIENT_SECRET_ENV
     refresh_token: str = Field(default="", repr=False)
     refresh_token_env: str = REFRESH_TOKEN_ENV
     api_base_url: str = DEFAULT_API_BASE_URL
@@ -75,8 +92,10 @@ class TikTokClientResource(dg.ConfigurableResource):
     _client: TikTokClient | None = PrivateAttr(default=None)
 
     def build_client(self) -> TikTokClient:
+        client_id = self.client_id or os.environ.get(self.client_id_env, "")
+        client_secret = self.client_secret or os.environ.get(self.client_secret_env, "")
         return TikTokClient(
-            client_id=self.client_id, client_secret=self.client_secret, refresh_token=self.refresh_token,
+            client_id=client_id, client_secret=client_secret, refresh_token=self.refresh_token,
             refresh_token_env=self.refresh_token_env, api_base_url=self.api_base_url,
             token_store_path=self.token_store_path, token_store_key=self.token_store_key,
             request_timeout_seconds=self.request_timeout_seconds, max_retries=self.max_retries,
@@ -91,10 +110,32 @@ class TikTokClientResource(dg.ConfigurableResource):
             self._client = self.build_client()
         return self._client
 
+    def preflight(self) -> None:
+        """Raise a short ``dg.Failure`` naming the setting when the run could not succeed; no API request."""
+        source = self.token_store_key
+        missing = [name for value, name in ((self.client_id, self.client_id_env),
+                                            (self.client_secret, self.client_secret_env))
+                   if not value and not os.environ.get(name)]
+        if missing:
+            raise _failure(f"TikTok source '{source}': {' and '.join(missing)} not set where this run executes. "
+                           "Set the TikTok app's client key and secret as environment variables of the run "
+                           "(they are never read from run config).")
+        try:
+            self.get_client().preflight()
+        except ReauthorizationRequired as exc:
+            raise _failure(str(exc)) from None
+        except TokenStoreError as exc:
+            origin = f" (from {TOKEN_STORE_ENV})" if not self.token_store_path and os.environ.get(TOKEN_STORE_ENV) \
+                else ""
+            raise _failure(f"TikTok source '{source}': {exc}{origin}. Fix the token store location or its "
+                           "permissions, or point TIKTOK_TOKEN_STORE elsewhere.") from None
+
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[TikTokClientResource]:
         with forward_logs(context):
             try:
+                if getattr(context, "run_id", None):
+                    self.preflight()
                 yield self
             finally:
                 if self._client is not None:
@@ -121,3 +162,15 @@ class DeltaCatalogResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run_id
+        if context.run_id:  # a run (not a sensor tick) writes: find out now, before any API request
+            self.preflight()
+
+    def preflight(self) -> None:
+        setting = "root_uri" if self.root_uri else DELTA_ROOT_ENV if os.environ.get(DELTA_ROOT_ENV) else None
+        try:
+            self.get_catalog().check_writable()
+        except CatalogConfigError as exc:
+            where = f" (set by {setting})" if setting else f" (the default; {DELTA_ROOT_ENV} is not set)"
+            raise _failure(f"{str(exc)[:1].upper()}{str(exc)[1:]}{where}. Point {DELTA_ROOT_ENV} at a folder or "
+                           "bucket prefix this run can write (object stores take credentials from AWS_*, "
+                           "GOOGLE_* or AZURE_* variables).") from None

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from typing import Any
 
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
 
 from tiktok_organic_dagster.lake.errors import CatalogConfigError
 from tiktok_organic_dagster.lake.maintenance import retention_properties
@@ -144,6 +147,27 @@ class TableStore:
         options = {k.lower(): v for k, v in options.items()}
         options.update({k.lower(): str(v) for k, v in _check_storage_options(self.storage_options).items()})
         return options
+
+    def check_writable(self) -> None:
+        """Write and delete a probe file under the root, so a root that cannot be written fails before any
+        work is done (local: the folder is created; object stores: the bucket and credentials are used)."""
+        root = self.resolved_root()
+        name = f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            if not _scheme(root):
+                os.makedirs(root, exist_ok=True)
+                path = os.path.join(root, name)
+                with open(path, "wb"):
+                    pass
+                os.remove(path)
+                return
+            fs = pafs.PyFileSystem(DeltaStorageHandler(root, self.storage_options_for(root)))
+            with fs.open_output_stream(name) as stream:
+                stream.write(b"")
+            fs.delete_file(name)
+        except (OSError, DeltaError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise CatalogConfigError(f"the Delta root {root} cannot be written: {reason[:300]}") from None
 
     # ----------------------------------------------------------------------------------- low level
     def _open(self, uri: str, version: int | None = None) -> DeltaTable:

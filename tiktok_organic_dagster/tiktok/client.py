@@ -18,7 +18,13 @@ from urllib.parse import quote
 import requests
 
 from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, REFRESH_TOKEN_ENV
-from tiktok_organic_dagster.tiktok.errors import RateLimitedError, TikTokApiError, TikTokError, TikTokTransportError
+from tiktok_organic_dagster.tiktok.errors import (
+    RateLimitedError,
+    TikTokApiError,
+    TikTokConfigError,
+    TikTokError,
+    TikTokTransportError,
+)
 from tiktok_organic_dagster.tiktok.paging import page_videos
 from tiktok_organic_dagster.tiktok.query import QueryResult, query_in_batches
 from tiktok_organic_dagster.tiktok.rate_budget import RateBudget
@@ -155,6 +161,15 @@ class TikTokClient:
             return [v for v in data.get("videos") or () if isinstance(v, dict)]
 
         return query_in_batches(run, video_ids, self.query_parallelism)
+
+    def preflight(self) -> None:
+        """Everything a run needs before its first request, checked without one: credentials, the token store
+        (reachable, writable, decodable) and a refresh token to start from."""
+        missing = [name for name, value in (("client_id", self.client_id), ("client_secret", self.client_secret))
+                   if not value]
+        if missing:
+            raise TikTokConfigError(f"TikTok client for '{self.token_store_key}': {' and '.join(missing)} empty")
+        self._rt().tokens.preflight()
 
     def refresh_token_days_left(self) -> float | None:
         """Days until the refresh token expires (from ``refresh_expires_in``); None if unknown. No request."""

@@ -156,6 +156,10 @@ class TikTokTransportError(TikTokError):
     """Network failure, timeout or undecodable body that persisted through all retries."""
 
 
+class TikTokConfigError(TikTokError):
+    """The client is missing a setting it needs (credentials); the message names it."""
+
+
 class TokenStoreError(TikTokError):
     """The token store file is unreadable or corrupt (its content is never included in the message)."""
 

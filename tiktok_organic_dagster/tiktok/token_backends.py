@@ -86,6 +86,10 @@ class TokenStoreBase(ABC):
     def put(self, key: str, entry: TokenEntry) -> None:
         """Store unconditionally (a new authorization replaces whatever is there)."""
 
+    def check_writable(self) -> None:
+        """Fail with TokenStoreError if a rotated token could not be written (checked before it is spent)."""
+        return None  # object stores: write permission shows only on the first write
+
     def probe(self, key: str) -> None:
         """Fail with TokenStoreError if the store cannot be reached; the entry is not decoded."""
         return None  # a local file is created by its first write

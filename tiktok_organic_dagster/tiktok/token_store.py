@@ -125,6 +125,17 @@ class TokenStore(TokenStoreBase):
         finally:
             os.close(fd)
 
+    def check_writable(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TokenStoreError(f"token store {self.path}: cannot create its folder ({exc.strerror})") from None
+        target = self.path if self.path.exists() else folder
+        if not os.access(target, os.W_OK):
+            raise TokenStoreError(f"token store {self.path}: {target} is not writable, so a rotated refresh token "
+                                  "could not be saved")
+
     def _raw_entries(self) -> dict[str, Any]:
         """The stored (possibly encrypted) form of every entry; a missing file is empty."""
         try:

@@ -164,6 +164,13 @@ class TokenManager:
         """The API rejected ``rejected`` (access_token_invalid): refresh unless another thread/process did."""
         return self._obtain(rejected=rejected)
 
+    def preflight(self) -> None:
+        """Before any request: the store answers and can be written, its entry (if any) decodes, and there is a
+        refresh token to start from. Raises TokenStoreError or ReauthorizationRequired (``first_time``)."""
+        self.store.probe(self.key)
+        self.store.check_writable()
+        self._choose(self.store.read(self.key).entry)
+
     def entry(self) -> TokenEntry | None:
         """The entry in use, or the one that would be used (reads the store, never calls the network)."""
         if self._entry is not None:
