@@ -133,7 +133,7 @@ def test_unknown_keys_get_a_did_you_mean(tmp_path):
     assert "  - trigger.crn: unknown setting, did you mean cron?" in lines
     assert "  - retention_dayz: unknown setting, did you mean delta_log_retention_days?" in lines
     assert ("  - streams.videos.colour: unknown setting, expected one of layer, folder, table_name, sync_type, "
-            "lookback_days, refresh_all_counters, extra_fields") in lines
+            "lookback_days, refresh_all_counters, extra_fields, paging_parallelism") in lines
 
 
 def test_unknown_stream_and_top_level_key_get_a_did_you_mean(tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from tiktok_organic_dagster.names import SYNC_OP
+from tiktok_organic_dagster.names import FULL_SYNC_JOB, SYNC_OP
 from tiktok_organic_dagster.sandbox import Faults
 from tiktok_organic_dagster.tiktok import TikTokClient
 from tiktok_organic_dagster.tiktok.slicing import SlicingRejected, page_sliced
 from tiktok_organic_dagster_tests.fixtures_faults import FULL, assert_mirrors_source, run
-from tiktok_organic_dagster_tests.helpers import read_rows, sandbox_env
+from tiktok_organic_dagster_tests.helpers import read_rows, run_job, sandbox_env
 
 
 def _videos_meta(result) -> dict:
@@ -113,3 +113,12 @@ def test_evidence_rules_reject_pages_that_break_them():
             assert reason in str(exc)
         else:
             raise AssertionError(f"{fetch.__name__} was accepted")
+
+
+def test_the_setting_turns_slicing_off(sandbox_factory, tmp_path):
+    server = sandbox_factory(video_count=200)
+    env = sandbox_env(server, tmp_path, TIKTOK_VIDEOS_PAGING_PARALLELISM="1")
+    result = run_job(FULL_SYNC_JOB, env)
+    assert result.success and _videos_meta(result)["paging"] == "sequential"
+    assert server.request_counts()["video_list"] == 10  # one cursor walk: exactly one request per page
+    assert_mirrors_source(env, server)

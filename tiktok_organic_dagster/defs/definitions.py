@@ -51,6 +51,7 @@ def build_resources(source: SourceSettings, delta_root: str | None = None, token
         api_base_url=os.environ.get(API_BASE_URL_ENV, DEFAULT_API_BASE_URL),
         token_store_path=token_store,
         token_store_key=source.name,
+        paging_parallelism=source.streams["videos"].paging_parallelism if "videos" in source.streams else 1,
     )
     catalog = DeltaCatalogResource(root_uri=delta_root, delta_log_retention_days=source.delta_log_retention_days)
     return {client_resource_key(source.name): client, catalog_resource_key(source.name): catalog}

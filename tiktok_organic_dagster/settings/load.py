@@ -44,6 +44,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIKTOK_VIDEOS_LOOKBACK_DAYS": ("streams", "videos", "lookback_days"),
     "TIKTOK_REFRESH_ALL_COUNTERS": ("streams", "videos", "refresh_all_counters"),
     "TIKTOK_VIDEOS_EXTRA_FIELDS": ("streams", "videos", "extra_fields"),
+    "TIKTOK_VIDEOS_PAGING_PARALLELISM": ("streams", "videos", "paging_parallelism"),
     "TIKTOK_SYNC_CRON": ("trigger", "cron"),
     "TIKTOK_SYNC_TIMEZONE": ("trigger", "timezone"),
     "TIKTOK_FULL_SYNC_CRON": ("full_sync", "cron"),

@@ -101,6 +101,9 @@ class StreamSettings(_Placed):
     # API fields to request beyond the documented set we map (e.g. `is_aigc`, new in 2026); TikTok answers
     # invalid_params for a field it does not know, so new fields are opt-in. They land as new columns.
     extra_fields: tuple[str, ...] = ()
+    # videos: time slices a full sync pages at once (1 = one cursor walk, as every sequential connector does);
+    # each slice's requests count against the same per-endpoint budget. user_info makes one request.
+    paging_parallelism: int = Field(default=16, ge=1, le=64)
 
     @field_validator("sync_type", mode="before")
     @classmethod
