@@ -9,6 +9,9 @@ setup(
     install_requires=[
         "dagster==1.13.*",
         "dagster-webserver==1.13.*",
+        # the Postgres instance every distributed deployment uses (0.29.x pairs with dagster 1.13.x); the
+        # daemon, the webserver and every run worker load the instance, so it belongs in the code's image
+        "dagster-postgres==0.29.*",
         "requests>=2.31",
         "pandas>=2.2",
         "deltalake[pandas,pyarrow]>=1.6,<1.7",

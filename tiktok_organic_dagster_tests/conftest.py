@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tiktok_organic_dagster_tests.fixtures_sandbox",
     "tiktok_organic_dagster_tests.fixtures_s3",
+    "tiktok_organic_dagster_tests.fixtures_postgres",
 ]
