@@ -14,7 +14,6 @@ import re
 import uuid
 from typing import Any
 
-import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
@@ -161,10 +160,9 @@ class TableStore:
                     pass
                 os.remove(path)
                 return
-            fs = pafs.PyFileSystem(DeltaStorageHandler(root, self.storage_options_for(root)))
-            with fs.open_output_stream(name) as stream:
-                stream.write(b"")
-            fs.delete_file(name)
+            handler = DeltaStorageHandler(root, self.storage_options_for(root))
+            handler.open_output_stream(name).close()  # an empty object: a put with this root's credentials
+            handler.delete_file(name)
         except (OSError, DeltaError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
             raise CatalogConfigError(f"the Delta root {root} cannot be written: {reason[:300]}") from None
