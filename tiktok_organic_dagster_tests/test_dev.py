@@ -158,12 +158,15 @@ def test_make_dev_serves_the_workspace_location_and_leaves_no_process_after_sigt
         started = _tree(proc.pid)
         commands = " ".join(row[3] for row in started.values())
         assert "dagster_webserver" in commands and "dagster._daemon" in commands, commands
-        proc.send_signal(signal.SIGTERM)
+        # SIGTERM to the process group `make dev` leads, as a service manager or `kill -TERM -<pgid>` sends it
+        os.killpg(proc.pid, signal.SIGTERM)
         stopped_by = time.monotonic() + 90
         while (left := _alive(started, proc.pid)) and time.monotonic() < stopped_by:
             time.sleep(0.5)
         assert left == [], left
         proc.wait(timeout=10)
+        log = log_path.read_text()
+        assert "make dev: SIGTERM received, stopping dagster dev" in log and "killing dagster dev" not in log
     finally:  # a failed run leaves nothing behind either (only what this test started, by pid)
         for line in _alive(started, proc.pid) if started else []:
             _kill(int(line.split()[0]))

@@ -101,9 +101,20 @@ def run_group(cmd: list[str], env: Mapping[str, str], cwd: Path, grace: float = 
     signals: list[int] = []
     killed = False
 
+    first_at: list[float] = []
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        # One kill of the process group reaches this process twice (directly, and forwarded by make): only a
+        # signal that comes later than that is a second request, which kills at once.
+        if first_at and time.monotonic() - first_at[0] < 2.0:
+            return
+        first_at.append(time.monotonic())
         signals.append(signum)
-        _signal_group(proc.pid, signal.SIGINT if len(signals) == 1 else signal.SIGKILL)
+        first = len(signals) == 1
+        print(f"make dev: {signal.Signals(signum).name} received, " + (
+            f"stopping dagster dev (killed after {grace:.0f}s)" if first else "killing dagster dev"),
+            file=sys.stderr, flush=True)
+        _signal_group(proc.pid, signal.SIGINT if first else signal.SIGKILL)
 
     caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, forward) for s in caught}
