@@ -178,11 +178,14 @@ def _cli(dep: Deployment, *args: str, timeout: float = 240) -> subprocess.Comple
 
 
 def _worktree_files() -> set[str]:
-    """Tracked changes and untracked/ignored files under the working directory (caches aside)."""
+    """Tracked changes and untracked/ignored files under the working directory (caches aside, and what other
+    processes of `make test` leave for a moment beside these runs: mypy's cache and log, the temporary instance
+    folders of `dagster` commands other tests run without a DAGSTER_HOME)."""
     out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     return {line for line in out.splitlines()
-            if not re.search(r"__pycache__|\.pytest_cache|\.ruff_cache|\.egg-info|\.venv", line)}
+            if not re.search(r"__pycache__|\.pytest_cache|\.ruff_cache|\.egg-info|\.venv|\.mypy_cache|\.mypy\.log|"
+                             r"\.tmp_dagster_home_|\.dagster_home_tmp_", line)}
 
 
 @pytest.fixture(scope="module")
