@@ -87,7 +87,7 @@ class TikTokClientResource(dg.ConfigurableResource):
     backoff_max_seconds: float = 30.0
     requests_per_minute: int = 600
     query_parallelism: int = 8
-    paging_parallelism: int = 16
+    paging_parallelism: int = 24
 
     _client: TikTokClient | None = PrivateAttr(default=None)
 

@@ -103,7 +103,7 @@ class StreamSettings(_Placed):
     extra_fields: tuple[str, ...] = ()
     # videos: time slices a full sync pages at once (1 = one cursor walk, as every sequential connector does);
     # each slice's requests count against the same per-endpoint budget. user_info makes one request.
-    paging_parallelism: int = Field(default=16, ge=1, le=64)
+    paging_parallelism: int = Field(default=24, ge=1, le=64)
 
     @field_validator("sync_type", mode="before")
     @classmethod

@@ -83,7 +83,7 @@ class TikTokClient:
     # ~250/8 round trips instead of 250.
     query_parallelism: int = 8
     # video/list time slices paged at once in a full sync (1 = one cursor walk); see slicing.py.
-    paging_parallelism: int = 16
+    paging_parallelism: int = 24
 
     _runtime: Runtime | None = field(default=None, init=False, repr=False, compare=False)
 
