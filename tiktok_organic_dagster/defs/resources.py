@@ -85,7 +85,9 @@ class TikTokClientResource(dg.ConfigurableResource):
     max_retries: int = 5
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+    max_retry_after_seconds: float = 300.0
     requests_per_minute: int = 600
+    rate_window_seconds: float = 60.0
     query_parallelism: int = 8
     paging_parallelism: int = 24
 
@@ -100,6 +102,7 @@ class TikTokClientResource(dg.ConfigurableResource):
             token_store_path=self.token_store_path, token_store_key=self.token_store_key,
             request_timeout_seconds=self.request_timeout_seconds, max_retries=self.max_retries,
             backoff_base_seconds=self.backoff_base_seconds, backoff_max_seconds=self.backoff_max_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds, rate_window_seconds=self.rate_window_seconds,
             requests_per_minute=self.requests_per_minute, query_parallelism=self.query_parallelism,
             paging_parallelism=self.paging_parallelism,
         )
