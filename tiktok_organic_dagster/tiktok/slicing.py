@@ -23,7 +23,6 @@ slices; each slice reached its lower bound or ``has_more: false``.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -253,7 +252,3 @@ def page_sliced(
         raise SlicingRejected(f"{len(unfinished)} time slice(s) never reached their lower bound")
     return SlicedListing([sl.sink for sl in coord.slices], len(coord.slices), coord.splits,
                          sum(sl.requests for sl in coord.slices))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
