@@ -25,6 +25,8 @@ DEFAULT_DELTA_ROOT = "data/lakehouse"  # relative to the working directory
 CODE_LOCATION = "tiktok_organic_dagster"
 SOURCE_TAG = "tiktok_organic/source"  # dagster.yaml limits runs per value of this tag to one
 SYNC_KIND_TAG = "tiktok_organic/sync"
+ACCOUNT_TAG = "tiktok_organic/account"  # runs of one account never overlap (a tag limit per value)
+ACCOUNT_COLUMN = "account"  # the partition column of a multi-account source's tables
 TRIGGER_TAG = "tiktok_organic/trigger"
 CATCHUP_TRIGGER = "catchup_sensor"
 OWNERS = ("team:data-engineering",)
@@ -61,6 +63,16 @@ def client_resource_key(source: str) -> str:
 
 def catalog_resource_key(source: str) -> str:
     return f"{source}_delta"
+
+
+def accounts_partitions_name(source: str) -> str:
+    """The dynamic partitions (one key per account) of a source that declares ``accounts``."""
+    return f"{source}_accounts"
+
+
+def account_token_key(source: str, account: str) -> str:
+    """Token store entry of one account of a multi-account source (account names have no '.')."""
+    return f"{source}.{account}"
 
 
 def pool_name(source: str) -> str:
