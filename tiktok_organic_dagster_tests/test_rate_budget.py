@@ -119,3 +119,57 @@ def test_rate_client_burst_of_requests_respects_configured_budget(tmp_path):
     assert _max_in_window(arrivals, 0.5) <= 10
     assert arrivals[-1] - arrivals[0] >= 1.0
     assert client.stats.rate_limited == 0
+
+
+def test_paced_budget_spaces_requests_from_its_start_and_across_short_runs_in_one_slot() -> None:
+    """Runs of one pool slot, back to back, each pacing at its share: every window of the slot's requests
+    holds at most the share, because each run's first request waits one interval too."""
+    clock = FakeClock()
+    share, window = 5, 10.0
+    stamps: list[float] = []
+    for _ in range(6):  # six short runs in one slot, each sending 3 requests and finishing at once
+        budget = RateBudget(share, window, clock=clock, sleep=clock.sleep, paced=True)
+        for _ in range(3):
+            budget.acquire()
+            stamps.append(clock.now)
+    assert budget.interval == pytest.approx(window / share)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert min(gaps) >= window / share - 1e-9
+    assert _max_in_window(stamps, window) <= share
+
+
+def test_a_burst_allowance_per_run_would_overrun_the_slot_share() -> None:
+    """The contrast that makes the test above meaningful: the sliding-window cap of ``share`` per run lets
+    back-to-back short runs send far more than ``share`` in one window."""
+    clock = FakeClock()
+    share, window = 5, 10.0
+    stamps: list[float] = []
+    for _ in range(6):
+        budget = RateBudget(share, window, clock=clock, sleep=clock.sleep)
+        for _ in range(3):
+            budget.acquire()
+            stamps.append(clock.now)
+        clock.now += 0.5  # the run's other work
+    assert _max_in_window(stamps, window) > share
+
+
+def test_paced_budget_holds_parallel_threads_to_one_request_per_interval() -> None:
+    budget = RateBudget(20, 1.0, paced=True)  # one request per 50 ms
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(3):
+            budget.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    assert stamps[0] - started >= 0.045  # the first request waits one interval as well
+    assert min(b - a for a, b in zip(stamps, stamps[1:])) >= 0.045

@@ -10,6 +10,7 @@ from tiktok_organic_dagster.settings.load import SettingsError, ignored_env_vars
 from tiktok_organic_dagster.settings.models import (
     DEFAULT_FOLDER,
     DEFAULT_LAYER,
+    AccountSettings,
     CredentialSettings,
     FullSyncSettings,
     ProjectSettings,
@@ -21,7 +22,8 @@ from tiktok_organic_dagster.settings.models import (
 )
 
 __all__ = [
-    "DEFAULT_FOLDER", "DEFAULT_LAYER", "CredentialSettings", "FullSyncSettings", "ProjectSettings", "SettingsError",
+    "AccountSettings", "DEFAULT_FOLDER", "DEFAULT_LAYER", "CredentialSettings", "FullSyncSettings", "ProjectSettings",
+    "SettingsError",
     "SourceSettings", "StreamSettings", "SyncType", "TriggerSettings", "cron_period", "ignored_env_vars",
     "load_settings",
 ]

@@ -170,6 +170,29 @@ class FullSyncSettings(_Strict):
         return _check_cron(value)
 
 
+class AccountSettings(_Strict):
+    """One TikTok account of a multi-account source: a partition of the source's assets."""
+
+    name: str
+    # None: the account's token is already in the token store (``tiktok-organic-accounts add`` or authorize)
+    refresh_token_env: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_account_name(cls, value: str) -> str:
+        if not _SOURCE_NAME_RE.match(value):
+            raise ValueError(f"account {value!r} must be lowercase letters, digits and '_', starting with a "
+                             "letter (it is a partition key and a token store entry)")
+        return value
+
+    @field_validator("refresh_token_env")
+    @classmethod
+    def _valid_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
 def default_streams() -> dict[str, StreamSettings]:
     return {
         "user_info": StreamSettings(sync_type=SyncType.FULL_TABLE),
@@ -187,6 +210,27 @@ class SourceSettings(_Placed):
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
     full_sync: FullSyncSettings = Field(default_factory=FullSyncSettings)
     delta_log_retention_days: int = Field(default=30, ge=1, le=36500)
+    # Present (even empty): the source's assets are partitioned by account (accounts added with
+    # `tiktok-organic-accounts add` need no entry here). Absent: one account, today's unpartitioned tables.
+    accounts: tuple[AccountSettings, ...] | None = None
+    max_parallel_accounts: int = Field(default=4, ge=1, le=256)  # the app's pool: runs of its accounts at once
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # the app's limit per endpoint
+
+    @property
+    def partitioned(self) -> bool:
+        return self.accounts is not None
+
+    def account(self, name: str) -> AccountSettings | None:
+        return next((a for a in self.accounts or () if a.name == name), None)
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, value: tuple[AccountSettings, ...] | None) -> tuple[AccountSettings, ...] | None:
+        names = [a.name for a in value or ()]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"account names must be unique within a source; listed twice: {doubled}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

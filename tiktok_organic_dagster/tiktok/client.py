@@ -78,6 +78,9 @@ class TikTokClient:
     max_retry_after_seconds: float = 300.0
     requests_per_minute: int = 600
     rate_window_seconds: float = 60.0
+    # Even pacing at ``requests_per_minute`` (this run's share of an app shared by several accounts' runs)
+    # instead of a sliding-window cap; see rate_budget.
+    rate_pacing: bool = False
     # video/query batches in flight at once. The budget is a sliding-window cap (600 per 60 s by default),
     # not a pace: 250 batches (5,000 known videos) may all go within one window, so the refresh takes
     # ~250/8 round trips instead of 250.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tiktok_organic_dagster.tiktok.redaction import redact
 
-AUTHORIZE_COMMAND = "tiktok-organic-authorize --key {key} --redirect-uri <your registered redirect URI>"
+AUTHORIZE_COMMAND = "tiktok-organic-authorize {target} --redirect-uri <your registered redirect URI>"
 REAUTHORIZE_HOWTO = (
     "To re-authorize, run `" + AUTHORIZE_COMMAND + "`; it writes a new token store entry. Then leave {env_var} "
     "unset (the store entry is used) or put the new refresh token in {env_var}."
@@ -13,6 +13,19 @@ AUTHORIZE_HOWTO = (
     "Authorize the app once: run `" + AUTHORIZE_COMMAND + "` (it writes the token store entry; leave {env_var} "
     "unset), or put a refresh token you already have in {env_var}."
 )
+
+
+def authorize_target(key: str) -> str:
+    """The authorize tool's options for a token store entry: ``source.account`` is an account of a
+    multi-account source (see ``names.account_token_key``)."""
+    source, dot, account = key.partition(".")
+    return f"--source {source} --account {account}" if dot else f"--key {key}"
+
+
+def who(key: str) -> str:
+    """What a token store entry belongs to, for messages: ``TikTok account 'a' of source 's'``."""
+    source, dot, account = key.partition(".")
+    return f"TikTok account '{account}' of source '{source}'" if dot else f"TikTok source '{key}'"
 
 
 class TikTokError(Exception):
@@ -40,7 +53,7 @@ class ReauthorizationRequired(TikTokError):
         self.key = key
         self.first_time = first_time
         howto = AUTHORIZE_HOWTO if first_time else REAUTHORIZE_HOWTO
-        super().__init__(f"{reason} {howto.format(env_var=env_var, key=key)}")
+        super().__init__(f"{reason} {howto.format(env_var=env_var, target=authorize_target(key))}")
 
     def __reduce__(self) -> tuple:
         return (_rebuild_reauth, (self.reason, self.env_var, self.key, self.first_time))

@@ -2,7 +2,15 @@
 
 TikTok limits each endpoint to N requests per sliding minute and answers 429 above it. A long sync that
 paces itself stays under the limit instead of collecting 429s and backing off. One budget instance is
-shared by all threads of one client; separate processes do not share budgets (keep one sync per account).
+shared by all threads of one client; separate processes do not share budgets.
+
+Several runs of one app (accounts of a multi-account source) share the app's limit without shared state:
+at most ``max_parallel_accounts`` of them run at once (a Dagster pool), and each *paces* its requests
+evenly at its share, one per ``window / share`` seconds, its first one interval after it starts. Requests
+of one pool slot are then at least an interval apart even when short runs follow each other in the slot,
+so no window holds more than ``share`` of a slot's requests, nor more than the app's limit of all slots.
+A burst allowance of ``share`` per run would not hold: a run that sent its share in five seconds and
+finished leaves those requests in the window for the next run of its slot.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ class RateBudget:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        paced: bool = False,
     ) -> None:
         if window_seconds <= 0:
             raise ValueError("window_seconds must be > 0")
@@ -37,6 +46,9 @@ class RateBudget:
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._blocked_until = 0.0
+        # paced: one request per interval, the first one interval from now (see the module docstring)
+        self.interval = window_seconds / limit if paced and limit > 0 else 0.0
+        self._next_at = clock() + self.interval
 
     def acquire(self) -> float:
         """Take one slot, sleeping while the window is full or the server asked us to pause.
@@ -50,7 +62,12 @@ class RateBudget:
             with self._lock:
                 now = self._clock()
                 wait = self._blocked_until - now
-                if wait <= 0:
+                if wait <= 0 and self.interval:
+                    wait = self._next_at - now
+                    if wait <= 0:
+                        self._next_at = now + self.interval
+                        return waited
+                elif wait <= 0:
                     if self.limit <= 0:
                         return waited
                     stamps = self._stamps

@@ -38,7 +38,8 @@ class Runtime:
         # Pad the window by min(1 s, 10%): we stamp at send time, the server counts at arrival, and
         # latency jitter between two requests a window apart would otherwise still trip its limit.
         window = client.rate_window_seconds + min(1.0, 0.1 * client.rate_window_seconds)
-        self.budgets = {ep: RateBudget(client.requests_per_minute, window) for ep in DATA_ENDPOINTS}
+        self.budgets = {ep: RateBudget(client.requests_per_minute, window, paced=client.rate_pacing)
+                        for ep in DATA_ENDPOINTS}
         self.store = open_token_store(client.token_store_path)  # local file or object-store prefix
         self.tokens = TokenManager(self.store, client.token_store_key, client.refresh_token,
                                    client._post_token, env_var=client.refresh_token_env,

@@ -86,6 +86,10 @@ class TokenStoreBase(ABC):
     def put(self, key: str, entry: TokenEntry) -> None:
         """Store unconditionally (a new authorization replaces whatever is there)."""
 
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove entry ``key`` (an offboarded account); False if there was none."""
+
     def check_writable(self) -> None:
         """Fail with TokenStoreError if a rotated token could not be written (checked before it is spent)."""
         return None  # object stores: write permission shows only on the first write

@@ -190,6 +190,14 @@ class TokenStore(TokenStoreBase):
         """Insert/replace one entry, keeping the others. Call inside :meth:`locked` to avoid lost updates."""
         self._store(self._raw_entries(), check_key(key), entry)
 
+    def delete(self, key: str) -> bool:
+        """Remove one entry, keeping the others. Call inside :meth:`locked` to avoid lost updates."""
+        entries = self._raw_entries()
+        if check_key(key) not in entries:
+            return False
+        self._write({"version": STORE_VERSION, "entries": {k: v for k, v in entries.items() if k != key}})
+        return True
+
     def _store(self, entries: dict[str, Any], key: str, entry: TokenEntry) -> None:
         # Other entries keep their stored form: one written under another key, or in clear, stays readable
         # by whoever wrote it; each entry is encrypted when it is next written.

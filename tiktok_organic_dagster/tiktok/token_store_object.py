@@ -125,6 +125,18 @@ class ObjectTokenStore(TokenStoreBase):
     def put(self, key: str, entry: TokenEntry) -> None:
         self._put(key, entry, "overwrite")
 
+    def delete(self, key: str) -> bool:
+        import obstore
+        from obstore.exceptions import BaseError
+
+        if self.read_bytes(key) is None:
+            return False
+        try:
+            obstore.delete(self._store, self.object_name(key))
+        except (BaseError, OSError) as exc:
+            raise self._failed("delete", key, exc) from None
+        return True
+
     def _put(self, key: str, entry: TokenEntry, mode: Any) -> None:
         import obstore
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError

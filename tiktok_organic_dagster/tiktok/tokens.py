@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired, TikTokApiError, TokenStoreError
+from tiktok_organic_dagster.tiktok.errors import ReauthorizationRequired, TikTokApiError, TokenStoreError, who
 from tiktok_organic_dagster.tiktok.redaction import client_logger, register_secret
 from tiktok_organic_dagster.tiktok.token_backends import StoreConflict
 
@@ -283,7 +283,7 @@ class TokenManager:
         if stored is None:
             if not self._env_token:
                 raise ReauthorizationRequired(
-                    f"TikTok source '{self.key}' is not authorized yet: {self._env_var} is empty and the token "
+                    f"{who(self.key)} is not authorized yet: {self._env_var} is empty and the token "
                     f"store {self.store.location} has no entry '{self.key}'.", env_var=self._env_var,
                     key=self.key, first_time=True)
             self._env_won = True
@@ -312,7 +312,7 @@ class TokenManager:
             if self._env_over_store:
                 hint = (f" If you re-authorized with tiktok-organic-authorize, unset {self._env_var} so the "
                         "store entry is used.")
-            reason = (f"TikTok source '{self.key}': the refresh token was revoked or has expired (TikTok rejected "
+            reason = (f"{who(self.key)}: the refresh token was revoked or has expired (TikTok rejected "
                       f"{source}: {exc.reason}).{hint}")
             self._rejected = (token_hash, reason)
             raise ReauthorizationRequired(reason, env_var=self._env_var, key=self.key) from None
