@@ -2,10 +2,13 @@
 
 ``SandboxServer(SandboxConfig(...)).start()`` serves the OAuth token/revoke endpoints, user/info,
 video/list and video/query on ``base_url`` with deterministic synthetic data, strict refresh-token
-rotation, per-field scopes, a sliding-window rate limiter and fault injection (``Faults``).
+rotation, per-field scopes, a sliding-window rate limiter and fault injection (``Faults``). One app may
+have several accounts (``SandboxConfig(accounts=3)``), each with its own tokens, profile and videos, and a
+consent page at ``/v2/auth/authorize/`` (see ``consent``) to authorize them as TikTok's web flow does.
 Run standalone with ``python -m tiktok_organic_dagster.sandbox`` (see ``cli``).
 """
 
+from .accounts import ACCOUNT_NAME_RE
 from .cli import main
 from .config import (
     DEFAULT_SCOPES,
@@ -19,6 +22,7 @@ from .config import (
 from .server import SandboxServer
 
 __all__ = [
+    "ACCOUNT_NAME_RE",
     "DEFAULT_SCOPES",
     "EXTRA_FIELD_NAME",
     "MISSING_FIELD_CYCLE",

@@ -4,6 +4,11 @@ A *family* is one user authorization. Its refresh tokens rotate (strict: the sup
 ``invalid_grant``) but the family's expiry is fixed at first issuance + refresh TTL, as the classic docs say
 ("valid for 365 days after the initial issuance"). Access tokens expire after the access TTL and can be
 invalidated early (revoke, expire, or the ``invalidate_access_after`` fault).
+
+Every family, access token and code belongs to one *account* (user) of the app: rotation, revocation and
+expiry act per account, and the data endpoints answer from the account that owns the access token. A
+family may carry the scopes the user approved (authorize page); ``None`` means "whatever the app's live
+``granted_scopes`` are", which is how the initial tokens and admin-issued codes behave.
 """
 
 from __future__ import annotations
@@ -25,22 +30,28 @@ def _token(prefix: str) -> str:
 
 @dataclass
 class _Family:
+    account: str
     expires_at: float
+    scopes: tuple[str, ...] | None = None
     latest: str | None = None
 
 
 @dataclass
 class _Access:
+    account: str
     expires_at: float
+    scopes: tuple[str, ...] | None = None
     served: int = 0
     valid: bool = True
 
 
 @dataclass
 class _Code:
+    account: str
     expires_at: float
     redirect_uri: str | None
     code_challenge: str | None
+    scopes: tuple[str, ...] | None = None
 
 
 class OAuthError(Exception):
@@ -57,40 +68,47 @@ class Grant:
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+    account: str = ""
+    scopes: tuple[str, ...] | None = None  # None: the app's live granted_scopes
 
 
 class TokenRegistry:
-    """All token state; callers hold the sandbox lock."""
+    """All token state of all accounts; callers hold the sandbox lock."""
 
     def __init__(self) -> None:
         self._refresh: dict[str, _Family] = {}
         self._access: dict[str, _Access] = {}
         self._codes: dict[str, _Code] = {}
-        self._latest: str | None = None
+        self._latest: dict[str, str] = {}  # account -> its most recently issued refresh token
         self.issued: list[str] = []  # every access/refresh token ever issued (for secret-leak scans)
 
     # ---- issuance ---------------------------------------------------------------------------------
-    def new_family(self, refresh_ttl: float, token: str | None = None) -> str:
-        fam = _Family(expires_at=time.time() + refresh_ttl)
+    def new_family(
+        self, account: str, refresh_ttl: float, token: str | None = None,
+        scopes: tuple[str, ...] | None = None,
+    ) -> str:
+        fam = _Family(account=account, expires_at=time.time() + refresh_ttl, scopes=scopes)
         fam.latest = token or _token("rft.")
         self.issued.append(fam.latest)
         self._refresh[fam.latest] = fam
-        self._latest = fam.latest
+        self._latest[account] = fam.latest
         return fam.latest
 
     def issue_code(
-        self, redirect_uri: str | None = None, code_challenge: str | None = None, code: str | None = None
+        self, account: str, redirect_uri: str | None = None, code_challenge: str | None = None,
+        code: str | None = None, scopes: tuple[str, ...] | None = None,
     ) -> str:
         code = code or secrets.token_urlsafe(48)
-        self._codes[code] = _Code(time.time() + CODE_TTL_SECONDS, redirect_uri, code_challenge)
+        self._codes[code] = _Code(account, time.time() + CODE_TTL_SECONDS, redirect_uri, code_challenge, scopes)
         return code
 
     def _grant(self, fam: _Family, refresh_token: str, access_ttl: int) -> Grant:
         now = time.time()
         access = _token("act.")
         self.issued.append(access)
-        self._access[access] = _Access(expires_at=now + access_ttl)
-        return Grant(access, int(access_ttl), refresh_token, max(0, int(fam.expires_at - now)))
+        self._access[access] = _Access(account=fam.account, expires_at=now + access_ttl, scopes=fam.scopes)
+        return Grant(access, int(access_ttl), refresh_token, max(0, int(fam.expires_at - now)), fam.account,
+                     fam.scopes)
 
     def exchange_code(
         self,
@@ -111,7 +129,7 @@ class TokenRegistry:
             digest = hashlib.sha256((code_verifier or "").encode()).hexdigest()  # TikTok desktop: hex
             if digest != entry.code_challenge:
                 raise OAuthError("invalid_grant", "Code verifier is invalid.")
-        rft = self.new_family(refresh_ttl)
+        rft = self.new_family(entry.account, refresh_ttl, scopes=entry.scopes)
         return self._grant(self._refresh[rft], rft, access_ttl)
 
     def refresh(self, refresh_token: str, access_ttl: int, strict: bool) -> Grant:
@@ -125,7 +143,7 @@ class TokenRegistry:
                 del self._refresh[old]
         self._refresh[new] = fam
         fam.latest = new
-        self._latest = new
+        self._latest[fam.account] = new
         return self._grant(fam, new, access_ttl)
 
     # ---- checks and admin ------------------------------------------------------------------------
@@ -139,27 +157,47 @@ class TokenRegistry:
             return None
         return acc
 
-    def current_refresh_token(self) -> str | None:
-        fam = self._refresh.get(self._latest) if self._latest else None
-        return self._latest if fam is not None and fam.expires_at > time.time() else None
+    def account_of(self, credential: str) -> str | None:
+        """The account a refresh token, access token or code belongs to (None if unknown); for accounting."""
+        for table in (self._refresh, self._access, self._codes):
+            rec = table.get(credential)
+            if rec is not None:
+                return rec.account
+        return None
 
-    def revoke_all(self) -> None:
-        self._refresh.clear()
-        self._access.clear()
-        self._codes.clear()
-        self._latest = None
+    def current_refresh_token(self, account: str) -> str | None:
+        latest = self._latest.get(account)
+        fam = self._refresh.get(latest) if latest else None
+        return latest if fam is not None and fam.expires_at > time.time() else None
+
+    def revoke_all(self, account: str | None = None) -> None:
+        """Drop every refresh token, access token and code of ``account`` (None: of every account)."""
+        if account is None:
+            self._refresh.clear()
+            self._access.clear()
+            self._codes.clear()
+            self._latest.clear()
+            return
+        for table in (self._refresh, self._access, self._codes):
+            for key in [k for k, rec in table.items() if rec.account == account]:
+                del table[key]
+        self._latest.pop(account, None)
 
     def revoke_access(self, token: str) -> bool:
-        """POST /v2/oauth/revoke/: drops the access token and (as TikTok disconnects the app) all grants."""
-        if token not in self._access:
+        """POST /v2/oauth/revoke/: as TikTok disconnects the app from that user, every grant of the token's
+        account goes (refresh -> invalid_grant, data -> 401); other accounts keep theirs."""
+        acc = self._access.get(token)
+        if acc is None:
             return False
-        self.revoke_all()
+        self.revoke_all(acc.account)
         return True
 
-    def expire_access(self) -> None:
+    def expire_access(self, account: str | None = None) -> None:
         for acc in self._access.values():
-            acc.expires_at = 0.0
+            if account is None or acc.account == account:
+                acc.expires_at = 0.0
 
-    def expire_refresh(self) -> None:
+    def expire_refresh(self, account: str | None = None) -> None:
         for fam in self._refresh.values():
-            fam.expires_at = 0.0
+            if account is None or fam.account == account:
+                fam.expires_at = 0.0

@@ -88,7 +88,8 @@ class Faults:
 @dataclass
 class SandboxConfig:
     """Sandbox behaviour. Attributes may be changed on a running server (read per request), except the
-    data-shaping ones (video_count, seed, anchor_time, missing_field_every) which apply at construction."""
+    data-shaping ones (video_count, seed, anchor_time, missing_field_every, same_second_every, accounts,
+    account_names) which apply at construction."""
 
     video_count: int = 300
     seed: int = 7
@@ -101,10 +102,15 @@ class SandboxConfig:
     granted_scopes: tuple[str, ...] = DEFAULT_SCOPES  # checked live, i.e. the user's current consent
     faults: Faults = field(default_factory=Faults)
     # --- additions beyond the contract ---
-    rate_limit_scope: str = "app"  # "app": one window per endpoint; "token": per endpoint and access token
+    # "app": one window per endpoint for all accounts and tokens; "account": per endpoint and account;
+    # "token": per endpoint and access token
+    rate_limit_scope: str = "app"
     scope_error_code: str = "scope_not_authorized"  # or "scope_permission_missed" (400), both documented
     missing_field_every: int = 0  # every Nth video lacks a documented key (MISSING_FIELD_CYCLE)
     same_second_every: int = 0  # every Nth generated video shares the previous one's second (hidden ms differ)
     extra_fields: bool = False  # add EXTRA_FIELD_NAME to every video
     # The newest generated video is 1-3 h before anchor_time; None -> now floored to the UTC day.
     anchor_time: int | None = None
+    # --- several accounts (users) of the one app: each with its own OAuth family, profile and videos ---
+    accounts: int = 1  # named account_1 ... account_N unless account_names is given
+    account_names: tuple[str, ...] = ()  # explicit names (ACCOUNT_NAME_RE); wins over `accounts`

@@ -1,4 +1,5 @@
 """Deterministic synthetic account: one user and its public videos, kept sorted for O(log n) paging.
+A multi-account sandbox holds one ``Account`` per user (see ``accounts``).
 
 Videos are stored as compact slot objects (URLs and embeds are rendered on demand), so 100k videos
 generate in well under a second and cost a few tens of MB. Each video has a hidden creation time in
@@ -14,7 +15,7 @@ import random
 import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from operator import attrgetter
 from typing import Any
@@ -100,9 +101,12 @@ class Account:
 
     def __init__(
         self, video_count: int, seed: int, anchor_time: int | None, missing_every: int, client_key: str,
-        same_second_every: int = 0,
+        same_second_every: int = 0, label: str | None = None, peers: Sequence[Account] = (),
     ) -> None:
+        """``label`` tags the display name (accounts after the first, so they are told apart); ``peers`` are
+        the app's other accounts, whose video ids this one must not reuse."""
         rng = random.Random(seed)
+        self.peers: list[Account] = list(peers)
         now = int(time.time())
         anchor = anchor_time if anchor_time is not None else now - now % 86400
         self._rng = random.Random(seed * 7919 + 1)  # mutations (add/bump), independent of generation
@@ -113,7 +117,7 @@ class Account:
         self._user = {
             "open_id": "-000" + _alnum(rng, 32),
             "union_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "display_name": f"Sandbox Creator {rng.randint(1, 999)}",
+            "display_name": f"Sandbox Creator {rng.randint(1, 999)}" + (f" ({label})" if label else ""),
             "bio_description": "Synthetic account served by the local TikTok sandbox ✨",
             "profile_deep_link": f"https://vm.tiktok.com/ZS{_alnum(rng, 7)}/",
             "is_verified": False,
@@ -141,7 +145,10 @@ class Account:
         for i in range(video_count):
             joins_next = same_second_every > 0 and (i + 1) % same_second_every == 0 and not shares
             ms = t * 1000 + (_GROUP_MS - 100 if shares else _GROUP_MS if joins_next else 0)
-            desc.append(Video(str(t << 32 | bits(32)), t, rnd, self._next_missing(), ms))
+            vid = str(t << 32 | bits(32))
+            while self.peers and self._taken_by_peer(vid):  # never for a single account: same stream
+                vid = str(t << 32 | bits(32))
+            desc.append(Video(vid, t, rnd, self._next_missing(), ms))
             shares = joins_next
             if not shares:
                 t -= _MIN_GAP + int(rnd() * spread)
@@ -151,6 +158,9 @@ class Account:
         self._by_id: dict[str, Video] = {v.id: v for v in desc}
         self._likes = sum(v.like_count for v in desc)
         self._getters = self._build_getters()
+
+    def _taken_by_peer(self, vid: str) -> bool:
+        return any(vid in p._by_id for p in self.peers)
 
     def _next_missing(self) -> str | None:
         self._generated += 1
@@ -234,7 +244,10 @@ class Account:
         for _ in range(n):
             while t in taken:
                 t += 1
-            v = Video(str(t << 32 | self._rng.getrandbits(32)), t, self._rng.random, self._next_missing())
+            vid = str(t << 32 | self._rng.getrandbits(32))
+            while self.peers and self._taken_by_peer(vid):
+                vid = str(t << 32 | self._rng.getrandbits(32))
+            v = Video(vid, t, self._rng.random, self._next_missing())
             i = bisect_left(self._times, v.create_time_ms)
             taken.add(t)
             self._times.insert(i, v.create_time_ms)
