@@ -31,6 +31,8 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.fs import DeltaStorageHandler
 
+from tiktok_organic_dagster.lake.partitions import Partition
+
 LOG_RETENTION_PROP = "delta.logRetentionDuration"
 FILE_RETENTION_PROP = "delta.deletedFileRetentionDuration"
 
@@ -98,11 +100,14 @@ def maintain_table(
     checkpoint_every: int,
     compact_min_small_files: int,
     small_file_bytes: int,
+    partition: Partition | None = None,
 ) -> dict[str, Any]:
     """Retention properties, compaction of small files, full vacuum, checkpoint, expired-log cleanup.
 
     Best effort against concurrent writers: a maintenance commit that loses a race is logged and
-    skipped (the next run picks it up); data writes are never blocked by it.
+    skipped (the next run picks it up); data writes are never blocked by it. ``partition``: compaction
+    counts and rewrites only that partition's files (``partition_filters``), so it cannot conflict with a
+    concurrent write of another partition.
     """
     started = time.monotonic()
     report: dict[str, Any] = {"uri": uri}
@@ -112,7 +117,11 @@ def maintain_table(
     )
     report["retention"] = retention_properties(retention_days)
 
-    files = pa.table(dt.get_add_actions(flatten=False)).select(["path", "size_bytes"])
+    if partition is None:
+        files = pa.table(dt.get_add_actions(flatten=False)).select(["path", "size_bytes"])
+    else:
+        files = partition.files(pa.table(dt.get_add_actions(flatten=True)))
+        report["partition"] = partition.values
     sizes = files.column("size_bytes").to_pylist()
     small = sum(1 for s in sizes if s < small_file_bytes)
     report["files_before"] = len(sizes)
@@ -120,7 +129,7 @@ def maintain_table(
     if small >= compact_min_small_files:
         dt = open_table()
         report["compacted"] = _best_effort(
-            "compact", lambda: _compact(dt, commit_properties), None
+            "compact", lambda: _compact(dt, commit_properties, partition), None
         )
 
     dt = open_table()
@@ -142,8 +151,10 @@ def maintain_table(
     return report
 
 
-def _compact(dt: DeltaTable, commit_properties: CommitProperties) -> dict[str, int]:
-    metrics = dt.optimize.compact(commit_properties=commit_properties)
+def _compact(dt: DeltaTable, commit_properties: CommitProperties, partition: Partition | None = None
+             ) -> dict[str, int]:
+    filters = partition.filters if partition is not None else None
+    metrics = dt.optimize.compact(partition_filters=filters, commit_properties=commit_properties)
     return {"files_added": int(metrics.get("numFilesAdded", 0)),
             "files_removed": int(metrics.get("numFilesRemoved", 0))}
 

@@ -46,15 +46,18 @@ def compared_columns(columns: list[str], keys: list[str]) -> list[str]:
 
 
 def match_source(dt: DeltaTable, source: pa.Table, keys: list[str], prune: pc.Expression | None,
-                 only_if_changed: bool) -> Match:
+                 only_if_changed: bool, files: list[tuple[str, str, str]] | None = None) -> Match:
     """Match ``source`` (unique keys) against the stored rows that satisfy ``prune`` (the merge's condition
     on the target: rows outside it never match). Reads the keys, and with ``only_if_changed`` the compared
-    columns, of the files the merge reads; stored rows are filtered batch by batch."""
+    columns, of the files the merge reads; stored rows are filtered batch by batch.
+
+    ``files``: partition filters selecting the only files the merge can match (one partition's), so the
+    other partitions are never read."""
     stored_names = {f.name for f in dt.schema().fields}
     compared = compared_columns(source.column_names, keys) if only_if_changed else []
     columns = [*keys, *(c for c in compared if c in stored_names)]
     wanted = key_strings(source, keys)
-    dataset = dt.to_pyarrow_dataset()
+    dataset = dt.to_pyarrow_dataset(file_pruning_predicate=files)
     parts, part_keys = [], []
     for batch in dataset.to_batches(columns=columns, filter=prune, use_threads=False):
         batch_keys = key_strings(batch, keys)

@@ -4,7 +4,7 @@ key diff an overwrite reports (a merge's matching is in ``match``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +46,38 @@ def cast_to(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> Any:
     return data if data.schema.equals(schema) else data.cast(schema, safe=False)
 
 
+def conform(schema: pa.Schema, stored: pa.Schema | None) -> pa.Schema:
+    """The data's columns with the stored types where the table has them: a write into one partition must
+    not retype the columns the other partitions share. New columns keep their own type."""
+    if stored is None:
+        return schema
+    return pa.schema([f.with_type(stored.field(f.name).type) if f.name in stored.names else f for f in schema])
+
+
+def stored_schema(dt: DeltaTable | None) -> pa.Schema | None:
+    return pa.schema(dt.schema().to_arrow()) if dt is not None else None
+
+
+def conform_rows(table: pa.Table, stored: pa.Schema | None) -> pa.Table:
+    """``table`` cast to ``conform(table.schema, stored)``; a column that cannot take the stored type is
+    named."""
+    target = conform(table.schema, stored)
+    try:
+        return cast_to(table, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        differ = [f"{f.name} ({f.type} -> {target.field(f.name).type})" for f in table.schema
+                  if not f.type.equals(target.field(f.name).type)]
+        raise CatalogConfigError(f"the data cannot take the table's column types: {', '.join(differ)}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+
+
+def merged_schema(stored: pa.Schema | None, written: pa.Schema) -> pa.Schema:
+    """The table's columns (other partitions keep theirs) followed by the columns the write adds."""
+    if stored is None:
+        return written
+    return pa.schema([*stored, *(f for f in written if f.name not in stored.names)])
+
+
 def check_keys(schema: pa.Schema, key: list[str], setting: str) -> list[str]:
     missing = [k for k in key if k not in schema.names]
     if missing:
@@ -81,12 +113,14 @@ def unique_keys(chunks: list[Any], keys: list[str]) -> pa.Array:
     return pc.unique(pa.concat_arrays(arrays) if arrays else pa.array([], pa.string()))
 
 
-def previous_keys(dt: DeltaTable | None, keys: list[str]) -> pa.Array | None:
+def previous_keys(dt: DeltaTable | None, keys: list[str],
+                  files: list[tuple[str, str, str]] | None = None) -> pa.Array | None:
+    """Keys of the stored rows (only of the files ``files`` selects, e.g. one partition's)."""
     if dt is None or not keys:
         return None
     if any(k not in {f.name for f in dt.schema().fields} for k in keys):
         return None
-    prev = dt.to_pyarrow_dataset().to_table(columns=keys, use_threads=False)
+    prev = dt.to_pyarrow_dataset(file_pruning_predicate=files).to_table(columns=keys, use_threads=False)
     return unique_keys([prev], keys)
 
 
@@ -108,8 +142,9 @@ def _count_true(mask: pa.Array) -> int:
 class KeyTap:
     """Passes a reader's batches through (cast to the target schema) while recording keys and errors."""
 
-    def __init__(self, reader: pa.RecordBatchReader, schema: pa.Schema, keys: list[str]) -> None:
-        self.reader, self.schema, self.keys = reader, schema, keys
+    def __init__(self, reader: pa.RecordBatchReader, schema: pa.Schema, keys: list[str],
+                 check: Callable[[pa.RecordBatch], None] | None = None) -> None:
+        self.reader, self.schema, self.keys, self.check = reader, schema, keys, check
         self.key_chunks: list[pa.Array] = []
         self.rows = 0
         self.error: BaseException | None = None
@@ -118,6 +153,8 @@ class KeyTap:
         try:
             for batch in self.reader:
                 batch = cast_to(batch, self.schema)
+                if self.check is not None:
+                    self.check(batch)
                 if self.keys:
                     reject_null_keys(batch, self.keys)
                     self.key_chunks.append(key_strings(batch, self.keys))

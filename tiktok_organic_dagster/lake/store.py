@@ -9,17 +9,22 @@ Layout: ``<root>/<layer>/<folder>/<prefix><table_name>``; ``root_uri`` defaults 
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from deltalake import CommitProperties, DeltaTable
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 
-from tiktok_organic_dagster.lake.errors import CatalogConfigError
+from tiktok_organic_dagster.lake.errors import CatalogConfigError, CommitConflictError
 from tiktok_organic_dagster.lake.maintenance import retention_properties
+from tiktok_organic_dagster.lake.partitions import Partition
 
 SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT = "full", "incremental", "snapshot"
 SYNC_TYPES = (SYNC_FULL, SYNC_INCREMENTAL, SYNC_SNAPSHOT)
@@ -40,6 +45,8 @@ _ENV_EXACT = {
               "AZURE_FEDERATED_TOKEN_FILE", "AZURE_USE_AZURE_CLI", "AZURE_MSI_ENDPOINT"},
 }
 _ENV_PREFIXES = {"aws": (), "gcs": ("GOOGLE_SERVICE_ACCOUNT",), "azure": ("AZURE_STORAGE_",)}
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 _SECRET_KEY_RE = re.compile(r"secret|token|password|access_key|account_key|sas|credential|service_account",
                             re.IGNORECASE)
 
@@ -192,18 +199,56 @@ class TableStore:
         return CommitProperties(custom_metadata={self.metadata_prefix + "operation": "maintenance",
                                                  self.metadata_prefix + "run_id": self.run_id or "none"})
 
-    def _commit_metadata(self, commit_info: dict[str, str], sync_type: str) -> dict[str, Any]:
+    def _commit_metadata(self, commit_info: dict[str, str], sync_type: str,
+                         partition: Partition | None = None) -> dict[str, Any]:
         self._retention_config()
         if sync_type not in SYNC_TYPES:
             raise CatalogConfigError(f"sync_type must be one of {SYNC_TYPES}, got {sync_type!r}")
         meta: dict[str, Any] = {self.metadata_prefix + "sync_type": sync_type,
                                 self.metadata_prefix + "run_id": self.run_id or "none"}
-        for k, v in (commit_info or {}).items():
-            if not isinstance(k, str) or not k or k in _RESERVED_COMMIT_KEYS:
-                raise CatalogConfigError(f"commit_info key {k!r} is empty or reserved by Delta")
-            if not isinstance(v, (str, int, float, bool)):
-                raise CatalogConfigError(f"commit_info[{k!r}] must be a string or number, got {type(v)}")
-            meta[k] = v
+        meta.update(_checked_info(commit_info))
         if meta[self.metadata_prefix + "sync_type"] not in SYNC_TYPES:
             raise CatalogConfigError(f"commit_info {self.metadata_prefix}sync_type must be one of {SYNC_TYPES}")
-        return meta
+        return {**meta, **(partition.metadata(self.metadata_prefix) if partition is not None else {})}
+
+    def _operation_metadata(self, commit_info: dict[str, str], operation: str,
+                            partition: Partition | None = None) -> dict[str, Any]:
+        """Commit info of a data commit that is not a sync (e.g. deleting a partition): no sync type, so
+        ``last_commit_time`` never mistakes it for one."""
+        self._retention_config()
+        meta: dict[str, Any] = {self.metadata_prefix + "operation": operation,
+                                self.metadata_prefix + "run_id": self.run_id or "none",
+                                **_checked_info(commit_info)}
+        return {**meta, **(partition.metadata(self.metadata_prefix) if partition is not None else {})}
+
+
+    def _with_retry(self, what: str, uri: str, fn: Callable[[], T], attempts: int | None = None
+                    ) -> tuple[T, int]:
+        """Run one commit attempt until it wins the race (re-opened each time by ``fn``), bounded, with
+        exponential backoff and jitter; ``(result, attempts)``."""
+        limit = attempts or self.commit_retry_attempts
+        for i in range(1, limit + 1):
+            try:
+                return fn(), i
+            except CommitFailedError as exc:
+                if i == limit:
+                    hint = ("a streamed overwrite cannot be replayed; re-run the step" if limit == 1 else
+                            "serialize writers of this table (e.g. a Dagster pool) or re-run")
+                    raise CommitConflictError(f"{what} of {uri} lost the commit race {i} time(s) to "
+                                              f"concurrent writers; {hint}: {exc}") from exc
+                delay = self.commit_retry_backoff_seconds * 2 ** (i - 1) * random.uniform(0.5, 1.5)
+                _log.warning("%s of %s: commit conflict (attempt %d/%d), retrying in %.2fs: %s", what, uri, i,
+                             limit, delay, str(exc).splitlines()[0])
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _checked_info(commit_info: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (commit_info or {}).items():
+        if not isinstance(k, str) or not k or k in _RESERVED_COMMIT_KEYS:
+            raise CatalogConfigError(f"commit_info key {k!r} is empty or reserved by Delta")
+        if not isinstance(v, (str, int, float, bool)):
+            raise CatalogConfigError(f"commit_info[{k!r}] must be a string or number, got {type(v)}")
+        out[k] = v
+    return out

@@ -92,9 +92,14 @@ class _FileStats:
 
 
 class _FileWriter:
-    def __init__(self, fs: pafs.FileSystem, schema: pa.Schema, rows_per_group: int) -> None:
+    def __init__(self, fs: pafs.FileSystem, schema: pa.Schema, rows_per_group: int,
+                 partition_values: dict[str, str], folder: str) -> None:
         self.rows_per_group = rows_per_group
-        self.path = f"part-{uuid.uuid4()}-c000.snappy.parquet"
+        self.partition_values = partition_values
+        name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
+        self.path = f"{folder}/{name}" if folder else name
+        if folder:
+            fs.create_dir(folder, recursive=True)
         self._stream = fs.open_output_stream(self.path)
         self._writer = pq.ParquetWriter(self._stream, schema, compression="snappy", write_statistics=True)
         self.stats = _FileStats(schema)
@@ -108,7 +113,8 @@ class _FileWriter:
         self._writer.close()
         size = self._stream.tell()
         self._stream.close()
-        return AddAction(self.path, size, {}, time.time_ns() // 1_000_000, True, self.stats.to_json())
+        return AddAction(self.path, size, dict(self.partition_values), time.time_ns() // 1_000_000, True,
+                         self.stats.to_json())
 
     def abort(self) -> None:
         try:
@@ -127,12 +133,21 @@ def _filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSy
 
 def write_files(uri: str, storage_options: dict[str, str] | None, schema: pa.Schema,
                 batches: Iterable[pa.RecordBatch], *, rows_per_group: int | None = None,
-                rows_per_file: int | None = None) -> list[AddAction]:
+                rows_per_file: int | None = None, partition_values: dict[str, str] | None = None,
+                folder: str = "") -> list[AddAction]:
     """Write ``batches`` (already of ``schema``) as Parquet files under ``uri``; return their add actions.
 
     Nothing is committed: the caller adds the actions to the table in one transaction. At least one file is
-    written, so an empty source still records the schema."""
+    written, so an empty source still records the schema.
+
+    ``partition_values`` (one partition's ``{column: value}``): the files go under ``folder`` and, as Delta
+    stores partition columns in the log, not in the files, those columns are left out of them."""
     rows_per_group, rows_per_file = rows_per_group or ROWS_PER_GROUP, rows_per_file or ROWS_PER_FILE
+    values = dict(partition_values or {})
+    if values:
+        kept = [name for name in schema.names if name not in values]
+        schema = pa.schema([schema.field(name) for name in kept])
+        batches = (b.select(kept) for b in batches)
     fs = _filesystem(uri, storage_options)
     actions: list[AddAction] = []
     current: _FileWriter | None = None
@@ -144,14 +159,14 @@ def write_files(uri: str, storage_options: dict[str, str] | None, schema: pa.Sch
             pending_rows += batch.num_rows
             if pending_rows < rows_per_group:
                 continue
-            current = current or _FileWriter(fs, schema, rows_per_group)
+            current = current or _FileWriter(fs, schema, rows_per_group, values, folder)
             current.write(pending)
             pending, pending_rows = [], 0
             if current.stats.rows >= rows_per_file:
                 actions.append(current.close())
                 current = None
         if pending or current is None and not actions:
-            current = current or _FileWriter(fs, schema, rows_per_group)
+            current = current or _FileWriter(fs, schema, rows_per_group, values, folder)
             current.write(pending or [pa.RecordBatch.from_pylist([], schema=schema)])
         if current is not None:
             actions.append(current.close())
