@@ -43,6 +43,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tiktok-organic-authorize=tiktok_organic_dagster.cli.authorize:main",
+            "tiktok-organic-accounts=tiktok_organic_dagster.cli.accounts:main",
             "tiktok-organic-sandbox=tiktok_organic_dagster.sandbox:main",
         ],
         # `dg list components` / `dg scaffold defs tiktok_organic_dagster.TikTokOrganicComponent`

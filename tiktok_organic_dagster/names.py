@@ -48,6 +48,10 @@ def catchup_sensor_name(source: str) -> str:
     return f"{source}_full_sync_catchup_sensor"
 
 
+def accounts_sensor_name(source: str) -> str:
+    return f"{source}_accounts_sensor"
+
+
 def sync_op_name(source: str) -> str:
     return f"{source}__sync"
 
@@ -83,6 +87,11 @@ def pool_name(source: str) -> str:
 # ---------------------------------------------------------------------------------- Delta commit metadata
 COMMIT_PREFIX = "tiktok_organic."  # prefix of our keys in each Delta commit's info
 FULL_SYNC_APP_ID = "tiktok_organic.full_sync"  # Delta app transaction; its version = epoch ms of the full sync
+
+
+def full_sync_app_id(account: str | None = None) -> str:
+    """The full sync's app transaction id: one per account in a multi-account source's shared tables."""
+    return FULL_SYNC_APP_ID if account is None else f"{FULL_SYNC_APP_ID}.{account}"
 
 
 # ---------------------------------------------------------------------------------- the default source's names

@@ -180,7 +180,7 @@ def test_streamed_overwrite_replays_the_buffer_after_losing_a_commit_race(tmp_pa
     listing = Racing(VIDEO_FIELDS, extra, sync.SUMMARY_COLUMNS, chunk_rows=10)
     listing.extend(_records(25, offset=1000))
     listing.finish()
-    write = sync._overwrite(catalog, uri, listing, {"lake.run_id": "full"})
+    write = sync._overwrite(catalog, uri, listing, {"lake.run_id": "full"}, None)
     assert [h["run_id"] for h in catalog.history(uri)] == ["full", "other", "first"]
     assert write.rows_written == 25 and write.deleted == 30 and write.inserted == 25
     assert sorted(catalog.read(uri).column("id").to_pylist()) == sorted(r["id"] for r in _records(25, 1000))

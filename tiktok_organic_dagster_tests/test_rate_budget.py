@@ -133,7 +133,7 @@ def test_paced_budget_spaces_requests_from_its_start_and_across_short_runs_in_on
             budget.acquire()
             stamps.append(clock.now)
     assert budget.interval == pytest.approx(window / share)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert min(gaps) >= window / share - 1e-9
     assert _max_in_window(stamps, window) <= share
 
@@ -172,4 +172,4 @@ def test_paced_budget_holds_parallel_threads_to_one_request_per_interval() -> No
         t.join()
     stamps.sort()
     assert stamps[0] - started >= 0.045  # the first request waits one interval as well
-    assert min(b - a for a, b in zip(stamps, stamps[1:])) >= 0.045
+    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 0.045

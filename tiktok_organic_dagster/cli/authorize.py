@@ -6,12 +6,18 @@ configured (``--token-store`` / ``TIKTOK_TOKEN_STORE``: ``s3://``, ``gs://``, ``
 encrypted when ``TIKTOK_TOKEN_STORE_KEY`` is set. The store and the key are checked before the URL is shown,
 so a typo does not cost the single-use code. Tokens are never printed; the client secret is read from
 ``TIKTOK_CLIENT_SECRET`` only (no CLI flag, so it stays out of shell history).
+
+``--source S --account A`` writes the entry of one account of a multi-account source
+(``names.account_token_key``). With an API base URL other than TikTok's, ``GET <base>/_sandbox/state`` is
+probed: if the bundled sandbox answers, its own consent page (``<base>/v2/auth/authorize/``) is the
+authorize URL, so the whole flow runs locally (over HTTP only: product code never imports the sandbox).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import time
@@ -19,7 +25,15 @@ from collections.abc import Sequence
 from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tiktok_organic_dagster.names import DEFAULT_API_BASE_URL, TOKEN_STORE_ENV, TOKEN_STORE_KEY_ENV
+import requests
+
+from tiktok_organic_dagster.names import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_SOURCE_NAME,
+    TOKEN_STORE_ENV,
+    TOKEN_STORE_KEY_ENV,
+    account_token_key,
+)
 from tiktok_organic_dagster.tiktok import ReauthorizationRequired, TikTokClient, TikTokError, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import redact
 from tiktok_organic_dagster.tiktok.streams import ALL_SCOPES
@@ -28,6 +42,46 @@ from tiktok_organic_dagster.tiktok.token_store import open_token_store, store_lo
 
 AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
 DEFAULT_SCOPES = ALL_SCOPES
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")  # source and account names (settings' rule)
+SANDBOX_PROBE_TIMEOUT = 2.0  # seconds; a real API host that does not answer must not stall the command
+
+
+def _after_store(source: str, account: str) -> None:
+    """Called after the token of ``--account`` was stored: registers the account's partition on the
+    deployment's instance (``$DAGSTER_HOME``), as ``tiktok-organic-accounts add`` does."""
+    from tiktok_organic_dagster.defs.accounts import register_account
+
+    register_account(source, account)
+
+
+def sandbox_authorize_url(api_base_url: str, timeout: float = SANDBOX_PROBE_TIMEOUT) -> str | None:
+    """The sandbox's consent page if ``api_base_url`` is the bundled sandbox, else None. TikTok's own API
+    host is never probed; any other one gets one short ``GET /_sandbox/state``."""
+    base = api_base_url.rstrip("/")
+    if base == DEFAULT_API_BASE_URL.rstrip("/"):
+        return None
+    try:
+        resp = requests.get(f"{base}/_sandbox/state", timeout=timeout)
+        state = resp.json() if resp.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+    if isinstance(state, dict) and isinstance(state.get("client_id"), str) and "granted_scopes" in state:
+        return f"{base}/v2/auth/authorize/"
+    return None
+
+
+def entry_key(key: str | None, source: str, account: str | None) -> str:
+    """The token store entry: ``<source>.<account>`` with an account, else ``--key`` or the source name."""
+    for flag, value in (("--source", source), ("--account", account)):
+        if value is not None and not NAME_RE.match(value):
+            raise ValueError(f"{flag} {value!r} is not a valid name: use lowercase letters, digits and '_', "
+                             "starting with a letter (it names a token store entry and a partition)")
+    if account is None:
+        return key or source
+    if key is not None:
+        raise ValueError("--key and --account exclude each other: with --account the entry is "
+                         f"'{account_token_key(source, account)}' (<source>.<account>)")
+    return account_token_key(source, account)
 
 
 def build_authorize_url(client_key: str, redirect_uri: str, state: str,
@@ -70,13 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--redirect-uri", required=True, help="redirect URI registered for the app (exact match)")
     p.add_argument("--api-base-url", default=os.environ.get("TIKTOK_API_BASE_URL", DEFAULT_API_BASE_URL),
                    help="API host for the token exchange (default: $TIKTOK_API_BASE_URL or %(default)s)")
-    p.add_argument("--authorize-url", default=AUTHORIZE_URL, help=argparse.SUPPRESS)
+    p.add_argument("--authorize-url", default=None, help=argparse.SUPPRESS)  # default: TikTok's or the sandbox's
     p.add_argument("--token-store", default=None,
                    help="token store: a file, or an object-store prefix such as s3://bucket/tokens/ "
                         "(gs://, az://, abfss:// too; credentials from AWS_*/GOOGLE_*/AZURE_*) "
                         "(default: $TIKTOK_TOKEN_STORE, $DAGSTER_HOME/tiktok_token_store.json, "
                         "./.tiktok_tokens.json)")
-    p.add_argument("--key", default="tiktok_organic", help="token store entry (one per account/source)")
+    p.add_argument("--key", default=None,
+                   help="token store entry (default: the source name; with --account <source>.<account>)")
+    p.add_argument("--source", default=DEFAULT_SOURCE_NAME, help="source the account belongs to (%(default)s)")
+    p.add_argument("--account", default=None,
+                   help="account of a multi-account source: the entry becomes <source>.<account>")
     p.add_argument("--refresh-token-env", default="TIKTOK_REFRESH_TOKEN",
                    help="env var the source reads its refresh token from (for the instructions printed)")
     p.add_argument("--scopes", default=",".join(DEFAULT_SCOPES), help="comma-separated scopes to request")
@@ -108,15 +166,26 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return 2
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     try:
+        key = entry_key(args.key, args.source, args.account)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         location = store_location(args.token_store)
-        store = _checked_store(location, args.key)
+        store = _checked_store(location, key)
     except TokenStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    authorize_url = args.authorize_url
+    if authorize_url is None:
+        authorize_url = sandbox_authorize_url(args.api_base_url, min(args.timeout, SANDBOX_PROBE_TIMEOUT))
+        if authorize_url is not None:
+            print(f"(The API at {args.api_base_url} is the bundled sandbox: its consent page lists its "
+                  "accounts; approve as the one to authorize.)\n", file=out)
     state = secrets.token_urlsafe(24)
     print("1. Open this URL, log in to TikTok and approve the app:\n", file=out)
-    print("   " + build_authorize_url(args.client_id, args.redirect_uri, state, scopes, args.authorize_url),
-          file=out)
+    print("   " + build_authorize_url(args.client_id, args.redirect_uri, state, scopes,
+                                      authorize_url or AUTHORIZE_URL), file=out)
     try:
         if args.code:
             code = args.code
@@ -132,7 +201,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     client = TikTokClient(client_id=args.client_id, client_secret=secret,
                           refresh_token=os.environ.get(args.refresh_token_env, ""),
                           api_base_url=args.api_base_url, token_store_path=location,
-                          token_store_key=args.key, request_timeout_seconds=args.timeout, max_retries=2)
+                          token_store_key=key, request_timeout_seconds=args.timeout, max_retries=2)
     try:
         entry = client.exchange_authorization_code(code, args.redirect_uri)
     except TokenStoreError as exc:
@@ -140,7 +209,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
               "authorize again (the code is single-use)", file=sys.stderr)
         return 1
     except ReauthorizationRequired as exc:  # invalid_grant on an authorization code
-        print(f"error: TikTok rejected the authorization code for source '{args.key}' ({exc.reason}). Codes are "
+        print(f"error: TikTok rejected the authorization code for source '{key}' ({exc.reason}). Codes are "
               "single-use and expire within minutes: open the authorize URL again, approve, and paste the new "
               "redirect URL (run this command again to get a fresh URL).", file=sys.stderr)
         return 1
@@ -149,13 +218,20 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return 1
     finally:
         client.close()
+    if args.account is not None:
+        try:
+            _after_store(args.source, args.account)  # looked up at call time, so a replacement takes effect
+        except Exception as exc:  # the token is stored; say what is left to do instead of a traceback
+            print(f"error: the token of account '{args.account}' was stored as {key}, but registering the "
+                  f"account failed: {redact(str(exc))}", file=sys.stderr)
+            return 1
 
     granted = set(entry.scopes)
     missing = [s for s in scopes if granted and s not in granted]
     days = (entry.refresh_expires_at - time.time()) / 86400 if entry.refresh_expires_at else None
     is_file = store.exclusive_lock  # the local file (flock); otherwise an object-store prefix
     how = "encrypted with " + TOKEN_STORE_KEY_ENV if store.codec.encrypting else "in clear"
-    print(f"\nAuthorized. {store.describe(args.key)} written{' (mode 0600)' if is_file else ''}, {how}.",
+    print(f"\nAuthorized. {store.describe(key)} written{' (mode 0600)' if is_file else ''}, {how}.",
           file=out)
     print(f"   open_id: {entry.open_id or 'unknown'}; granted scopes: {', '.join(entry.scopes) or 'unknown'}"
           + (f"; refresh token valid for {days:.0f} days" if days is not None else ""), file=out)

@@ -24,8 +24,10 @@ from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokCl
 from tiktok_organic_dagster.defs.translation import TableAsset, Translator
 from tiktok_organic_dagster.lake import DeltaCatalog
 from tiktok_organic_dagster.names import (
+    ACCOUNT_COLUMN,
     OWNERS,
     SOURCE_TAG,
+    accounts_partitions_name,
     catalog_resource_key,
     client_resource_key,
     pool_name,
@@ -33,6 +35,7 @@ from tiktok_organic_dagster.names import (
 )
 from tiktok_organic_dagster.settings import SourceSettings, cron_period
 from tiktok_organic_dagster.sync import BatchCheckFailed, StreamResult, sync_user_info, sync_videos
+from tiktok_organic_dagster.sync.checks import TOKEN_EXPIRY_CHECK, TOKEN_EXPIRY_WARN_DAYS, token_expiry
 from tiktok_organic_dagster.tiktok import TikTokClient
 from tiktok_organic_dagster.tiktok.streams import STREAM_NAMES, STREAMS
 
@@ -56,11 +59,14 @@ def freshness_policy(source: SourceSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(fail_window=period * 1.25, warn_window=period * 1.1)
 
 
-def _start_maintenance(pool: ThreadPoolExecutor, catalog: DeltaCatalog, result: StreamResult
-                       ) -> dict[str, Future]:
+def _start_maintenance(pool: ThreadPoolExecutor, catalog: DeltaCatalog, result: StreamResult,
+                       account: str | None) -> dict[str, Future]:
     """Retention, checkpoint, vacuum after the commits, in the background: delta-rs releases the GIL, so the
-    tables are maintained side by side and while Dagster records the other stream's events."""
-    return {w.uri: pool.submit(catalog.maintain, w.uri) for w in (result.write, result.history) if w is not None}
+    tables are maintained side by side and while Dagster records the other stream's events. An account's
+    run compacts only its own partition (no conflict with the other accounts' commits)."""
+    part = (ACCOUNT_COLUMN, account) if account is not None else None
+    return {w.uri: pool.submit(catalog.maintain, w.uri, partition=part)
+            for w in (result.write, result.history) if w is not None}
 
 
 StreamSpecs = tuple[dg.AssetSpec, dg.AssetSpec]  # a stream's table and its history
@@ -124,7 +130,7 @@ class _StreamPart:
 
 
 def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, catalog: DeltaCatalog,
-              config: SyncConfig, run_id: str, maintenance: ThreadPoolExecutor) -> None:
+              config: SyncConfig, run_id: str, maintenance: ThreadPoolExecutor, account: str | None) -> None:
     """Sync and describe one stream, and start its tables' maintenance. An error is kept, not raised, so
     the other stream finishes and lands; the op reports it afterwards."""
     try:
@@ -132,29 +138,30 @@ def _run_part(source: SourceSettings, part: _StreamPart, client: TikTokClient, c
         result: StreamResult
         if part.stream == "user_info":
             result = sync_user_info(client, catalog, source, full_refresh=config.full_refresh, run_id=run_id,
-                                    label=label, write_table=part.write_table, write_history=part.write_history)
+                                    label=label, write_table=part.write_table, write_history=part.write_history,
+                                    account=account)
         else:
             refresh = config.refresh_all_counters
             if refresh is None:
                 refresh = source.streams["videos"].refresh_all_counters
             result = sync_videos(client, catalog, source, full_refresh=config.full_refresh, run_id=run_id,
                                  label=label, write_table=part.write_table, write_history=part.write_history,
-                                 refresh_all_counters=refresh)
+                                 refresh_all_counters=refresh, account=account)
         if result.write is not None:
-            part.table_meta = stream_metadata(result, catalog, part.stream)
+            part.table_meta = stream_metadata(result, catalog, part.stream, account)
         if result.history is not None:
-            part.history_meta = history_metadata(result, catalog)
-        part.maintenance = _start_maintenance(maintenance, catalog, result)
+            part.history_meta = history_metadata(result, catalog, account)
+        part.maintenance = _start_maintenance(maintenance, catalog, result, account)
         part.result = result
     except Exception as exc:  # noqa: BLE001 - reported by the op once every stream has finished
         part.error = exc
 
 
 def _events(part: _StreamPart, api: dict[str, int], days_left: float | None, maintained: dict[str, Any],
-            checks_selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey]) -> Iterator[object]:
+            checks_selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey], who: str) -> Iterator[object]:
     result = part.result
     assert result is not None
-    checks = check_results(part.table_key, result.checks, checks_selected)
+    checks = check_results(part.table_key, [*result.checks, token_expiry(days_left, who)], checks_selected)
     if part.write_table:
         meta = {**part.table_meta, **api, **maintained}
         if days_left is not None:
@@ -169,16 +176,17 @@ def _events(part: _StreamPart, api: dict[str, int], days_left: float | None, mai
         yield dg.MaterializeResult(asset_key=part.history_key, metadata=meta)
 
 
-def _failure(failed: list[_StreamPart]) -> Exception:
-    """One failed stream: its own error (class and message intact). Several: one Failure naming each."""
+def _failure(failed: list[_StreamPart], who: str | None) -> Exception:
+    """One failed stream: its own error (class and message intact). Several: one Failure naming each.
+    ``who``: the account of a multi-account source, named first (its partition failed, not the others)."""
     first = failed[0].error
     assert first is not None
     if isinstance(first, BatchCheckFailed) and len(failed) == 1:
-        return dg.Failure(str(first), allow_retries=False)
-    if len(failed) == 1:
+        return dg.Failure(f"{who}: {first}" if who else str(first), allow_retries=False)
+    if len(failed) == 1 and who is None:
         return first
     text = "; ".join(f"stream '{p.stream}' failed: {type(p.error).__name__}: {p.error}" for p in failed)
-    return dg.Failure(text)
+    return dg.Failure(f"{who}: {text}" if who else text)
 
 
 def build_source_asset(source: SourceSettings, specs_by_stream: dict[str, StreamSpecs] | None = None
@@ -196,14 +204,21 @@ def build_source_asset(source: SourceSettings, specs_by_stream: dict[str, Stream
     for stream, (table_spec, history_spec) in (specs_by_stream or source_specs(source)).items():
         specs += [table_spec, history_spec]
         check_specs += blocking_check_specs(table_spec.key, STREAMS[stream].key, STREAMS[stream].counters)
+        check_specs.append(dg.AssetCheckSpec(
+            TOKEN_EXPIRY_CHECK, asset=table_spec.key, description=f"Warns when the refresh token expires within "
+            f"{TOKEN_EXPIRY_WARN_DAYS} days (TikTok does not extend it: re-authorize the account)."))
         keys[stream] = (table_spec.key, history_spec.key)
+    partitions = dg.DynamicPartitionsDefinition(name=accounts_partitions_name(source.name)) \
+        if source.partitioned else None
 
     @dg.multi_asset(name=sync_op_name(source.name), specs=specs, check_specs=check_specs, can_subset=True,
-                    required_resource_keys={ck, dk}, pool=pool_name(source.name), op_tags={SOURCE_TAG: source.name})
+                    required_resource_keys={ck, dk}, pool=pool_name(source.name), op_tags={SOURCE_TAG: source.name},
+                    partitions_def=partitions)
     def _sync(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[object]:
         client_resource: TikTokClientResource = getattr(context.resources, ck)
         catalog_resource: DeltaCatalogResource = getattr(context.resources, dk)
         client, catalog = client_resource.get_client(), catalog_resource.get_catalog()
+        account = client_resource.account_name
         selected = context.selected_asset_keys
         parts = [_StreamPart(s, t, h, t in selected, h in selected) for s, (t, h) in keys.items()
                  if t in selected or h in selected]
@@ -212,17 +227,20 @@ def build_source_asset(source: SourceSettings, specs_by_stream: dict[str, Stream
             # the last part (videos, the long one) runs on this thread, the others beside it
             with ThreadPoolExecutor(max_workers=max(len(parts) - 1, 1)) as pool:
                 for part in parts[:-1]:
-                    pool.submit(_run_part, source, part, client, catalog, config, context.run_id, maintenance)
-                _run_part(source, parts[-1], client, catalog, config, context.run_id, maintenance)
-            yield from _report(context, client, parts)
+                    pool.submit(_run_part, source, part, client, catalog, config, context.run_id, maintenance,
+                                account)
+                _run_part(source, parts[-1], client, catalog, config, context.run_id, maintenance, account)
+            who = f"account '{account}' of TikTok source '{source.name}'" if account else \
+                f"TikTok source '{source.name}'"
+            yield from _report(context, client, parts, who, account is not None)
         finally:
             maintenance.shutdown(wait=True)
 
     return _sync
 
 
-def _report(context: dg.AssetExecutionContext, client: TikTokClient, parts: list[_StreamPart]
-            ) -> Iterator[object]:
+def _report(context: dg.AssetExecutionContext, client: TikTokClient, parts: list[_StreamPart], who: str,
+            name_failures: bool) -> Iterator[object]:
     """Materializations and check results of the streams that landed, then the failure of those that did
     not. Stream by stream, so a stream's maintenance can finish while Dagster records the one before."""
     stats, days_left = client.stats, client.refresh_token_days_left()
@@ -232,10 +250,10 @@ def _report(context: dg.AssetExecutionContext, client: TikTokClient, parts: list
         if part.error is None:
             api = api_metadata(stats, part.stream, shared=i == 0)
             maintained = maintenance_outcome(context.log, part.maintenance)
-            yield from _events(part, api, days_left, maintained, checks_selected)
+            yield from _events(part, api, days_left, maintained, checks_selected, who)
             continue
         failed.append(part)
         if isinstance(part.error, BatchCheckFailed):
             yield from check_results(part.table_key, part.error.results, checks_selected)
     if failed:
-        raise _failure(failed) from failed[0].error
+        raise _failure(failed, who if name_failures else None) from failed[0].error

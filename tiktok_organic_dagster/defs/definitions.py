@@ -13,6 +13,7 @@ import os
 
 import dagster as dg
 
+from tiktok_organic_dagster.defs.accounts import build_accounts_sensor
 from tiktok_organic_dagster.defs.assets import StreamSpecs, build_source_asset, source_specs
 from tiktok_organic_dagster.defs.checks import build_monotonic_check, build_schema_change_check
 from tiktok_organic_dagster.defs.jobs import build_jobs, build_schedules
@@ -42,7 +43,12 @@ def build_resources(source: SourceSettings, delta_root: str | None = None, token
                      " and ".join(unset))
     # The refresh token may live only in the token store (written by `tiktok-organic-authorize`); an unset
     # variable then means "use the store", not an error.
-    refresh = dg.EnvVar(creds.refresh_token_env) if os.environ.get(creds.refresh_token_env) else ""
+    refresh = dg.EnvVar(creds.refresh_token_env) if os.environ.get(creds.refresh_token_env) and \
+        not source.partitioned else ""
+    # A multi-account source's runs share the app's limit: each paces itself at its share, and the pool
+    # (limit max_parallel_accounts) bounds how many run at once (see tiktok.rate_budget).
+    share = max(source.requests_per_minute // source.max_parallel_accounts, 1) if source.partitioned \
+        else source.requests_per_minute
     client = TikTokClientResource(
         client_id_env=creds.client_id_env,  # read at run time; a missing one fails the run's pre-flight
         client_secret_env=creds.client_secret_env,
@@ -52,6 +58,12 @@ def build_resources(source: SourceSettings, delta_root: str | None = None, token
         token_store_path=token_store,
         token_store_key=source.name,
         paging_parallelism=source.streams["videos"].paging_parallelism if "videos" in source.streams else 1,
+        requests_per_minute=share,
+        rate_window_seconds=source.rate_window_seconds,
+        rate_pacing=source.partitioned,
+        accounts_source=source.name if source.partitioned else "",
+        account_refresh_token_envs={a.name: a.refresh_token_env for a in source.accounts or ()
+                                    if a.refresh_token_env},
     )
     catalog = DeltaCatalogResource(root_uri=delta_root, delta_log_retention_days=source.delta_log_retention_days)
     return {client_resource_key(source.name): client, catalog_resource_key(source.name): catalog}
@@ -77,6 +89,8 @@ def build_source_definitions(source: SourceSettings, *, translate: Translator | 
     asset = build_source_asset(source, specs)
     schema_checks = [build_schema_change_check(source.name, [table.key for table, _ in specs.values()])]
     sensors = [build_catchup_sensor(source)] if source.full_sync.enabled else []
+    if source.partitioned:
+        sensors.append(build_accounts_sensor(source))
     return dg.Definitions(
         assets=[asset],
         asset_checks=[*_history_checks(source, specs), *schema_checks],

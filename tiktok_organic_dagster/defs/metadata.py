@@ -15,11 +15,13 @@ import dagster as dg
 import pyarrow as pa
 
 from tiktok_organic_dagster.lake import DeltaCatalog
+from tiktok_organic_dagster.names import ACCOUNT_COLUMN
 from tiktok_organic_dagster.sync import StreamResult
 from tiktok_organic_dagster.tiktok import ClientStats
 from tiktok_organic_dagster.tiktok.streams import STREAMS
 
 ROW_COUNT, COLUMN_SCHEMA, URI = "dagster/row_count", "dagster/column_schema", "dagster/uri"
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
 PREVIEW_ROWS = 5
 
 
@@ -52,20 +54,26 @@ def api_metadata(stats: ClientStats, stream: str, shared: bool) -> dict[str, int
     }
 
 
-def table_metadata(catalog: DeltaCatalog, uri: str) -> dict[str, Any]:
+def table_metadata(catalog: DeltaCatalog, uri: str, account: str | None = None) -> dict[str, Any]:
+    """``account``: a multi-account source's table; the partition's own row count beside the table's."""
     rows, schema = catalog.describe(uri)
-    return {
+    meta: dict[str, Any] = {
         ROW_COUNT: rows,
         COLUMN_SCHEMA: dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]),
         URI: dg.MetadataValue.path(uri),
     }
+    if account is not None:
+        meta[PARTITION_ROW_COUNT] = catalog.row_count(uri, partition=(ACCOUNT_COLUMN, account))
+        meta["account"] = account
+    return meta
 
 
-def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) -> dict[str, Any]:
+def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str, account: str | None = None
+                    ) -> dict[str, Any]:
     write = result.write
     assert write is not None
     return {
-        **table_metadata(catalog, write.uri),
+        **table_metadata(catalog, write.uri, account),
         "delta_version": write.version,
         "sync_type": result.sync_type.value,
         "rows_synced": result.batch.num_rows,
@@ -78,11 +86,11 @@ def stream_metadata(result: StreamResult, catalog: DeltaCatalog, stream: str) ->
     }
 
 
-def history_metadata(result: StreamResult, catalog: DeltaCatalog) -> dict[str, Any]:
+def history_metadata(result: StreamResult, catalog: DeltaCatalog, account: str | None = None) -> dict[str, Any]:
     hist = result.history
     assert hist is not None
     return {
-        **table_metadata(catalog, hist.uri),
+        **table_metadata(catalog, hist.uri, account),
         "delta_version": hist.version,
         "snapshot_rows_written": hist.rows_written,
         "snapshot_rows_inserted": hist.inserted,

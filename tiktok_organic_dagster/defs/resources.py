@@ -24,6 +24,8 @@ from tiktok_organic_dagster.names import (
     DELTA_ROOT_ENV,
     REFRESH_TOKEN_ENV,
     TOKEN_STORE_ENV,
+    account_token_key,
+    accounts_partitions_name,
 )
 from tiktok_organic_dagster.tiktok import ReauthorizationRequired, TikTokClient, TokenStoreError
 from tiktok_organic_dagster.tiktok.redaction import redact
@@ -90,21 +92,45 @@ class TikTokClientResource(dg.ConfigurableResource):
     rate_window_seconds: float = 60.0
     query_parallelism: int = 8
     paging_parallelism: int = 24
+    rate_pacing: bool = False  # pace evenly at requests_per_minute: this run's share of the app's limit
+    # A multi-account source (its name): each run syncs one account, its partition key (or ``account``).
+    accounts_source: str = ""
+    account: str = ""
+    # account -> the variable holding its first refresh token (read at run time, like the app's secrets)
+    account_refresh_token_envs: dict[str, str] = {}
 
     _client: TikTokClient | None = PrivateAttr(default=None)
+    _run_account: str = PrivateAttr(default="")
+
+    @property
+    def account_name(self) -> str | None:
+        """The account this run syncs; None for a single-account source."""
+        if not self.accounts_source:
+            return None
+        return self.account or self._run_account or None
+
+    def _credentials(self) -> tuple[str, str, str]:
+        """(token store key, refresh token, its variable) of this run's account or of the source."""
+        account = self.account_name
+        if account is None:
+            return self.token_store_key, self.refresh_token, self.refresh_token_env
+        env = self.account_refresh_token_envs.get(account, "")
+        label = env or f"accounts[{account}].refresh_token_env"
+        return account_token_key(self.accounts_source, account), os.environ.get(env, "") if env else "", label
 
     def build_client(self) -> TikTokClient:
         client_id = self.client_id or os.environ.get(self.client_id_env, "")
         client_secret = self.client_secret or os.environ.get(self.client_secret_env, "")
+        key, refresh_token, refresh_env = self._credentials()
         return TikTokClient(
-            client_id=client_id, client_secret=client_secret, refresh_token=self.refresh_token,
-            refresh_token_env=self.refresh_token_env, api_base_url=self.api_base_url,
-            token_store_path=self.token_store_path, token_store_key=self.token_store_key,
+            client_id=client_id, client_secret=client_secret, refresh_token=refresh_token,
+            refresh_token_env=refresh_env, api_base_url=self.api_base_url,
+            token_store_path=self.token_store_path, token_store_key=key,
             request_timeout_seconds=self.request_timeout_seconds, max_retries=self.max_retries,
             backoff_base_seconds=self.backoff_base_seconds, backoff_max_seconds=self.backoff_max_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds, rate_window_seconds=self.rate_window_seconds,
             requests_per_minute=self.requests_per_minute, query_parallelism=self.query_parallelism,
-            paging_parallelism=self.paging_parallelism,
+            paging_parallelism=self.paging_parallelism, rate_pacing=self.rate_pacing,
         )
 
     def get_client(self) -> TikTokClient:
@@ -113,9 +139,11 @@ class TikTokClientResource(dg.ConfigurableResource):
             self._client = self.build_client()
         return self._client
 
-    def preflight(self) -> None:
+    def preflight(self, instance: dg.DagsterInstance | None = None) -> None:
         """Raise a short ``dg.Failure`` naming the setting when the run could not succeed; no API request."""
-        source = self.token_store_key
+        source = self.accounts_source or self.token_store_key
+        if self.accounts_source:
+            self._check_account(instance)
         missing = [name for value, name in ((self.client_id, self.client_id_env),
                                             (self.client_secret, self.client_secret_env))
                    if not value and not os.environ.get(name)]
@@ -133,12 +161,27 @@ class TikTokClientResource(dg.ConfigurableResource):
             raise _failure(f"TikTok source '{source}': {exc}{origin}. Fix the token store location or its "
                            "permissions, or point TIKTOK_TOKEN_STORE elsewhere.") from None
 
+    def _check_account(self, instance: dg.DagsterInstance | None) -> None:
+        account, source = self.account_name, self.accounts_source
+        partitions = accounts_partitions_name(source)
+        if account is None:
+            raise _failure(f"TikTok source '{source}' is partitioned by account: run one account at a time "
+                           "(`--partition <account>`, or the run tag dagster/partition).")
+        if instance is not None and not instance.has_dynamic_partition(partitions, account):
+            raise _failure(f"TikTok account '{account}' is not registered in source '{source}' (dynamic "
+                           f"partitions '{partitions}'): add it with `tiktok-organic-accounts add --source {source} "
+                           f"--account {account} --refresh-token-env <VAR>`, or list it under accounts in the "
+                           "settings file.")
+
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[TikTokClientResource]:
         with forward_logs(context):
             try:
+                run = getattr(context, "dagster_run", None)
+                if run is not None:
+                    self._run_account = run.tags.get("dagster/partition", "")
                 if getattr(context, "run_id", None):
-                    self.preflight()
+                    self.preflight(context.instance)
                 yield self
             finally:
                 if self._client is not None:

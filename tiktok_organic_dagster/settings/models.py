@@ -215,6 +215,8 @@ class SourceSettings(_Placed):
     accounts: tuple[AccountSettings, ...] | None = None
     max_parallel_accounts: int = Field(default=4, ge=1, le=256)  # the app's pool: runs of its accounts at once
     requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)  # the app's limit per endpoint
+    # the limit's sliding window: TikTok's is a minute (a shorter one is for sandboxes and benchmarks)
+    rate_window_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @property
     def partitioned(self) -> bool:

@@ -21,6 +21,8 @@ UNIQUE_KEY_CHECK = "unique_non_null_key"
 NON_NEGATIVE_CHECK = "non_negative_counters"
 MONOTONIC_CHECK = "lifetime_counters_never_decrease"
 BLOCKING_CHECKS = (UNIQUE_KEY_CHECK, NON_NEGATIVE_CHECK)
+TOKEN_EXPIRY_CHECK = "refresh_token_expiry"
+TOKEN_EXPIRY_WARN_DAYS = 14  # TikTok never extends a refresh token: re-authorizing is the only fix
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,13 @@ def decreased_counters(catalog: DeltaCatalog, uri: str, key: str, counters: Sequ
     history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
                            filter=pc.field("snapshot_date").isin(recent))
     return count_decreases(history, key, counters)
+
+
+def token_expiry(days_left: float | None, who: str) -> CheckResult:
+    """Warns ``TOKEN_EXPIRY_WARN_DAYS`` before the refresh token dies (a year after authorization)."""
+    if days_left is None:
+        return CheckResult(TOKEN_EXPIRY_CHECK, True, {"note": "expiry unknown (TikTok did not say)"})
+    meta: dict[str, Any] = {"refresh_token_days_left": round(days_left, 1)}
+    if days_left <= TOKEN_EXPIRY_WARN_DAYS:
+        meta["action"] = f"{who}: re-authorize within {max(days_left, 0):.0f} days (tiktok-organic-authorize)"
+    return CheckResult(TOKEN_EXPIRY_CHECK, days_left > TOKEN_EXPIRY_WARN_DAYS, meta)

@@ -10,7 +10,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from tiktok_organic_dagster.lake import DeltaCatalog, WriteResult
-from tiktok_organic_dagster.names import COMMIT_PREFIX
+from tiktok_organic_dagster.names import ACCOUNT_COLUMN, COMMIT_PREFIX
 from tiktok_organic_dagster.settings import SourceSettings, SyncType
 from tiktok_organic_dagster.sync.checks import CheckResult, check_batch
 from tiktok_organic_dagster.sync.errors import BatchCheckFailed
@@ -32,8 +32,19 @@ class StreamResult:
     metadata: dict[str, object] = field(default_factory=dict)
 
 
-def commit_info(run_id: str, source: str, stream: str) -> dict[str, str]:
-    return {f"{COMMIT_PREFIX}run_id": run_id, f"{COMMIT_PREFIX}source": source, f"{COMMIT_PREFIX}stream": stream}
+def commit_info(run_id: str, source: str, stream: str, account: str | None = None) -> dict[str, str]:
+    info = {f"{COMMIT_PREFIX}run_id": run_id, f"{COMMIT_PREFIX}source": source, f"{COMMIT_PREFIX}stream": stream}
+    if account is not None:
+        info[f"{COMMIT_PREFIX}account"] = account
+    return info
+
+
+Partition = tuple[str, str] | None  # (column, value) of a lake partition, None for an unpartitioned table
+
+
+def partition_of(account: str | None) -> Partition:
+    """The lake partition one account's sync writes: a multi-account source's tables hold every account."""
+    return (ACCOUNT_COLUMN, account) if account is not None else None
 
 
 def _for_stream(exc: MissingScopeError, stream: str) -> MissingScopeError:

@@ -20,12 +20,13 @@ SLICES_PER_WORKER = 1  # boundaries from the stored table; a worker done early s
 SLICE_CHUNK_ROWS = 500  # per-slice buffers hold fewer pending records each: many are filling at once
 
 
-def slice_boundaries(catalog: DeltaCatalog, uri: str, slices: int) -> list[int]:
+def slice_boundaries(catalog: DeltaCatalog, uri: str, slices: int, partition: tuple[str, str] | None = None
+                     ) -> list[int]:
     """Millisecond boundaries (whole seconds) cutting the stored videos into ``slices`` equal counts, newest
-    first; none when there is no table (the listing then splits as it goes)."""
+    first; none when there is no table (the listing then splits as it goes). ``partition``: one account's."""
     if slices < 2 or not catalog.exists(uri):
         return []
-    created = catalog.read(uri, columns=["create_time"]).column("create_time").drop_null()
+    created = catalog.read(uri, columns=["create_time"], partition=partition).column("create_time").drop_null()
     n = len(created)
     if n < slices * 20:  # fewer than a page per slice: splitting as it goes is as good
         return []

@@ -14,6 +14,7 @@ import pandas  # noqa: F401  (see below)
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tiktok_organic_dagster.names import ACCOUNT_COLUMN
 from tiktok_organic_dagster.sync.errors import ApiFieldError
 from tiktok_organic_dagster.tiktok.streams import TS
 
@@ -104,7 +105,7 @@ def concat(tables: Iterable[pa.Table]) -> pa.Table | None:
 
 def history_rows(table: pa.Table, key: str, counters: Sequence[str], snapshot: datetime) -> pa.Table:
     """One row per key for today's snapshot: the counters read by this sync."""
-    wanted = dict.fromkeys((key, "open_id", *counters, "_synced_at"))  # ordered, no duplicates
+    wanted = dict.fromkeys((key, "open_id", *counters, "_synced_at", ACCOUNT_COLUMN))  # ordered, no duplicates
     cols = [c for c in wanted if c in table.column_names]
     out = table.select(cols)
     date = pa.array([snapshot.date()] * out.num_rows, type=pa.date32())

@@ -15,12 +15,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiktok_organic_dagster.lake import DeltaCatalog, WriteResult
-from tiktok_organic_dagster.names import FULL_SYNC_APP_ID
+from tiktok_organic_dagster.names import ACCOUNT_COLUMN, full_sync_app_id
 from tiktok_organic_dagster.settings import SourceSettings, SyncType
 from tiktok_organic_dagster.sync.buffer import ChunkBuffer
 from tiktok_organic_dagster.sync.changes import mark_changes
 from tiktok_organic_dagster.sync.checks import CheckResult
-from tiktok_organic_dagster.sync.common import StreamResult, commit_info, scoped, table_uris, validate
+from tiktok_organic_dagster.sync.common import (
+    Partition,
+    StreamResult,
+    commit_info,
+    partition_of,
+    scoped,
+    table_uris,
+    validate,
+)
 from tiktok_organic_dagster.sync.listing import SLICES_PER_WORKER, list_videos, slice_boundaries
 from tiktok_organic_dagster.sync.records import concat, history_rows, records_to_table
 from tiktok_organic_dagster.tiktok import QueryResult, TikTokClient
@@ -28,15 +36,16 @@ from tiktok_organic_dagster.tiktok.streams import TS, VIDEO_COUNTER_FIELDS, VIDE
 
 # What a full sync keeps uncompressed per video: the key, counters and bookkeeping for the checks and the
 # history table, and the preview columns of the materialization (see buffer.ChunkBuffer).
-SUMMARY_COLUMNS = ("id", "open_id", "create_time", "title", *VIDEO_COUNTERS, "_synced_at", "_last_seen_at")
+SUMMARY_COLUMNS = ("id", "open_id", "create_time", "title", *VIDEO_COUNTERS, "_synced_at", "_last_seen_at",
+                   ACCOUNT_COLUMN)  # (present only in a multi-account source's rows)
 # Listings up to this size go to the overwrite as one Arrow table (zero-copy into delta-rs, retried by the
 # catalog); larger ones stream from the compressed buffer, which keeps ~100 MB per 100k videos off the peak.
 STREAM_MIN_ROWS = 20_000
 
 
-def _cutoff_seconds(catalog: DeltaCatalog, uri: str, lookback_days: int) -> int | None:
+def _cutoff_seconds(catalog: DeltaCatalog, uri: str, lookback_days: int, part: Partition) -> int | None:
     """Newest known create_time minus the look-back window; None when the table is empty."""
-    newest = catalog.max_value(uri, "create_time")
+    newest = catalog.max_value(uri, "create_time", partition=part)
     if newest is None:
         return None
     return int((newest - timedelta(days=lookback_days)).timestamp())
@@ -96,11 +105,13 @@ def _release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str]) -> WriteResult:
+def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str], account: str | None
+               ) -> WriteResult:
     """Write the buffered listing as one overwrite commit: a small one as a Table, a large one streamed from
     the buffer (``listing.reader`` replays it, so the catalog can retry a lost commit race)."""
     source = listing.table() if listing.rows < STREAM_MIN_ROWS else listing.reader
-    return catalog.overwrite(uri, source, key=["id"], commit_info=info, app_id=FULL_SYNC_APP_ID)
+    return catalog.overwrite(uri, source, key=["id"], commit_info=info, app_id=full_sync_app_id(account),
+                             partition=partition_of(account))
 
 
 def _oldest_created(batch: pa.Table) -> datetime | None:
@@ -111,13 +122,13 @@ def _oldest_created(batch: pa.Table) -> datetime | None:
 
 def _merge_window(
     client: TikTokClient, catalog: DeltaCatalog, uri: str, batch: pa.Table, cutoff: int, now: datetime,
-    refresh_all_counters: bool, label: str, info: dict[str, str],
+    refresh_all_counters: bool, label: str, info: dict[str, str], part: Partition,
 ) -> tuple[pa.Table, list[CheckResult], WriteResult, dict[str, object]]:
     """Incremental: the look-back window (plus, if asked, every older video's fresh counters) in one merge."""
     meta: dict[str, object] = {}
     listed = batch.column("id").combine_chunks()
     if refresh_all_counters:
-        current = catalog.read(uri)  # refreshed rows are rebuilt from every known video's stored row
+        current = catalog.read(uri, partition=part)  # refreshed rows are rebuilt from every known video's stored row
         refreshed, meta = _refresh_counters(client, current, cutoff, batch, now)
         if refreshed is not None and refreshed.num_rows:
             batch = concat([batch, refreshed]) or batch
@@ -126,13 +137,13 @@ def _merge_window(
         oldest = _oldest_created(batch)
         prune = ((pc.field("create_time") >= pa.scalar(oldest, type=TS)) | pc.field("create_time").is_null()
                  if oldest is not None else None)
-        current = catalog.read_keys(uri, "id", listed, prune=prune)
+        current = catalog.read_keys(uri, "id", listed, prune=prune, partition=part)
     checks = validate(label, batch, "id", VIDEO_COUNTERS)
     batch, matched, changed = mark_changes(batch, current, now)
     del current
     oldest = _oldest_created(batch)  # refreshed older videos included
     write = catalog.merge(uri, batch, key=["id"], commit_info=info, update_only_if_changed=False,
-                          stored_at_least=("create_time", oldest) if oldest is not None else None)
+                          stored_at_least=("create_time", oldest) if oldest is not None else None, partition=part)
     write.updated, write.unchanged = changed, matched - changed  # payload changes, not rows rewritten
     meta["rows_seen_unchanged"] = matched - changed
     if refresh_all_counters:
@@ -155,29 +166,35 @@ def sync_videos(
     now: datetime | None = None,
     write_table: bool = True,
     write_history: bool = True,
+    account: str | None = None,
 ) -> StreamResult:
-    """``write_table`` / ``write_history``: which of the stream's two tables this run writes (an asset
+    """``account``: one account of a multi-account source (its rows carry it and go to its partition).
+    ``write_table`` / ``write_history``: which of the stream's two tables this run writes (an asset
     selection); both come from the same API reads. ``label`` names the table in errors."""
     cfg = source.streams["videos"]
     now = now or datetime.now(timezone.utc)
     uri, history_uri = table_uris(catalog, source, "videos")
     incremental = cfg.sync_type is SyncType.INCREMENTAL and not full_refresh and catalog.exists(uri)
-    cutoff = _cutoff_seconds(catalog, uri, cfg.lookback_days) if incremental else None
+    part = partition_of(account)
+    cutoff = _cutoff_seconds(catalog, uri, cfg.lookback_days, part) if incremental else None
     incremental = incremental and cutoff is not None
     stop = _page_is_older(cutoff) if incremental and cutoff is not None else None
 
     open_id = str(scoped("videos", client.open_id))
-    extra = {"open_id": open_id, "_synced_at": now, "_last_seen_at": now}
+    extra: dict[str, object] = {"open_id": open_id, "_synced_at": now, "_last_seen_at": now}
+    if account is not None:
+        extra[ACCOUNT_COLUMN] = account
 
     def new_buffer(chunk_rows: int) -> ChunkBuffer:
         return ChunkBuffer(VIDEO_FIELDS, extra, SUMMARY_COLUMNS, chunk_rows=chunk_rows)
 
     fields = list(dict.fromkeys([*VIDEO_FIELDS, *cfg.extra_fields]))
-    boundaries = [] if incremental else slice_boundaries(catalog, uri, client.paging_parallelism * SLICES_PER_WORKER)
+    boundaries = [] if incremental else slice_boundaries(catalog, uri, client.paging_parallelism * SLICES_PER_WORKER,
+                                                             part)
     listing, paging = list_videos(client, fields, new_buffer, full=not incremental, stop=stop,
                                   boundaries=boundaries)
     _release_arrow_memory()
-    info = commit_info(run_id, source.name, "videos")
+    info = commit_info(run_id, source.name, "videos", account)
     meta: dict[str, object] = {}
     write: WriteResult | None = None
     if not incremental:
@@ -185,18 +202,18 @@ def sync_videos(
         batch = listing.summary()
         checks = validate(label, batch, "id", VIDEO_COUNTERS)
         if write_table:
-            write = _overwrite(catalog, uri, listing, info)
+            write = _overwrite(catalog, uri, listing, info, account)
         del listing
         _release_arrow_memory()
     elif write_table:
         assert cutoff is not None
         batch, checks, write, meta = _merge_window(client, catalog, uri, listing.table(), cutoff, now,
-                                                   refresh_all_counters, label, info)
+                                                   refresh_all_counters, label, info, part)
     else:
         batch = listing.table()
         checks = validate(label, batch, "id", VIDEO_COUNTERS)
     history = catalog.snapshot_merge(
-        history_uri, history_rows(batch, "id", VIDEO_COUNTERS, now), key=["id"], commit_info=info
+        history_uri, history_rows(batch, "id", VIDEO_COUNTERS, now), key=["id"], commit_info=info, partition=part
     ) if write_history else None
     sync_type = SyncType.INCREMENTAL if incremental else SyncType.FULL_TABLE
     return StreamResult(sync_type, write, history, batch, checks, {**paging, **meta})
