@@ -17,7 +17,7 @@ from tiktok_organic_dagster.tiktok import SlicingRejected, TikTokClient
 
 logger = logging.getLogger(__name__)
 SLICES_PER_WORKER = 1  # boundaries from the stored table; a worker done early splits the largest remaining slice
-SLICE_CHUNK_ROWS = 500  # per-slice buffers hold fewer pending records each: many are filling at once
+SLICE_CHUNK_ROWS = 100  # per-slice buffers hold few pending records (dicts, ~2 KB each): dozens fill at once
 
 
 def slice_boundaries(catalog: DeltaCatalog, uri: str, slices: int, partition: tuple[str, str] | None = None
