@@ -98,3 +98,24 @@ def test_the_catchup_sensor_asks_a_full_sync_only_for_the_accounts_that_need_one
     again = _tick(env, catchup_sensor_name(SOURCE), cursor=first.cursor)  # type: ignore[attr-defined]
     assert not again.run_requests  # type: ignore[attr-defined]
     assert "account_3: full sync already requested" in (again.skip_message or "")  # type: ignore[attr-defined]
+
+
+def test_adding_an_account_says_how_to_set_the_apps_pool_until_it_is_set(sandbox_factory, tmp_path: Path):
+    import io
+
+    from tiktok_organic_dagster.cli.accounts import main
+
+    server = sandbox_factory(accounts=2, video_count=5)
+    env = agency_env(server, tmp_path, parallel=3)
+
+    def add(account: str) -> str:
+        out = io.StringIO()
+        with patched_env({**env, "TOKEN": server.current_refresh_token(account) or ""}):
+            assert main(["add", "--source", SOURCE, "--account", account, "--refresh-token-env", "TOKEN"],
+                        stdout=out) == 0
+        return out.getvalue()
+
+    assert "run `dagster instance concurrency set tiktok_api_agency 3`" in add("account_1")
+    with patched_env(env), dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.set_concurrency_slots("tiktok_api_agency", 3)  # what that command does
+    assert "note:" not in add("account_2")

@@ -112,11 +112,14 @@ def add(args: argparse.Namespace, out: TextIO) -> None:
     store = open_token_store(args.token_store)
     with store.locked():
         store.put(key, TokenEntry(refresh_token=token, updated_at=time.time()))
-    from tiktok_organic_dagster.defs.accounts import register_account
+    from tiktok_organic_dagster.defs.accounts import pool_advice, register_account
 
     added = register_account(source.name, account)
     print(f"account '{account}' of source '{source.name}': token stored in {store.describe(key)}; partition "
           f"{'registered' if added else 'was already registered'}", file=out)
+    advice = pool_advice(source)
+    if advice:
+        print(f"note: {advice}", file=out)
 
 
 def _days_left(entry: TokenEntry | None) -> str:

@@ -17,6 +17,7 @@ from tiktok_organic_dagster.names import (
     accounts_partitions_name,
     accounts_sensor_name,
     client_resource_key,
+    pool_name,
 )
 from tiktok_organic_dagster.settings import SourceSettings
 from tiktok_organic_dagster.tiktok import TokenStoreError
@@ -57,6 +58,19 @@ def unregister_account(source: str, account: str, instance: dg.DagsterInstance |
         return False
     instance.delete_dynamic_partition(name, account)
     return True
+
+
+def pool_advice(source: SourceSettings, instance: dg.DagsterInstance | None = None) -> str | None:
+    """What to run when the app's pool limit is not ``max_parallel_accounts`` (None when it is)."""
+    instance = instance or deployment_instance()
+    pool = pool_name(source.name)
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    limit = None if info.using_default_limit else info.slot_count
+    if limit == source.max_parallel_accounts:
+        return None
+    now = "is not set (the instance's default applies)" if limit is None else f"is {limit}"
+    return (f"the pool {pool}'s limit {now}; its runs pace themselves for {source.max_parallel_accounts} at once: "
+            f"run `dagster instance concurrency set {pool} {source.max_parallel_accounts}`")
 
 
 def token_missing(token_store: str | None, source: str, account: str, env_var: str | None) -> str | None:
