@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,25 @@ def agency_env(server: SandboxServer, tmp_path: Path, *, listed: tuple[str, ...]
     return env
 
 
+@contextmanager
+def instance_of(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The instance of the env's DAGSTER_HOME, not entered as a context manager: entering one sets Dagster's
+    current defs-state storage, and a nested entry (execute_in_process, sensor contexts) would leave it set to
+    this instance after it is gone, breaking every later test of the process that loads definitions."""
+    with patched_env(env):
+        instance = dg.DagsterInstance.get()
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+
+
 def run_account(env: dict[str, str], account: str, job: str = SYNC, raise_on_error: bool = True,
                 run_config: dict | None = None) -> dg.ExecuteInProcessResult:
     """One account's run in this process, on the instance of DAGSTER_HOME (where its partition lives)."""
     with patched_env(env):
         defs = build_definitions(load_settings())
-        with dg.DagsterInstance.get() as instance:
+        with instance_of(env) as instance:
             return defs.resolve_job_def(job).execute_in_process(
                 instance=instance, partition_key=account, raise_on_error=raise_on_error, run_config=run_config)
 

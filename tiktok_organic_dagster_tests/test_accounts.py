@@ -24,6 +24,7 @@ from tiktok_organic_dagster_tests.accounts_helpers import (
     agency_env,
     assert_account_matches_truth,
     catalog,
+    instance_of,
     onboard,
     plain_run,
     rows_of,
@@ -37,7 +38,7 @@ ACCOUNTS = ("account_1", "account_2", "account_3")
 
 
 def _registered(env: dict[str, str]) -> list[str]:
-    with patched_env(env), dg.DagsterInstance.get() as instance:
+    with patched_env(env), instance_of(env) as instance:
         return list(instance.get_dynamic_partitions(accounts_partitions_name(SOURCE)))
 
 
@@ -51,7 +52,7 @@ def _evaluate_accounts_sensor(env: dict[str, str]) -> Any:
         defs = build_definitions(load_settings())
         sensor = build_accounts_sensor(source)
         resource = defs.resources[client_resource_key(SOURCE)]
-        with dg.DagsterInstance.get() as instance, dg.build_sensor_context(
+        with instance_of(env) as instance, dg.build_sensor_context(
                 instance=instance, resources={client_resource_key(SOURCE): resource}) as context:
             result = sensor.evaluate_tick(context)  # what the daemon calls on each tick
             for request in result.dynamic_partitions_requests or []:
@@ -135,7 +136,7 @@ def test_a_revoked_account_fails_alone_and_names_itself(sandbox_factory, tmp_pat
     assert rows_of(env, "videos", "account_2") == []
     for account in ("account_1", "account_3"):
         assert_account_matches_truth(env, server, account)
-    with patched_env(env), dg.DagsterInstance.get() as instance:
+    with patched_env(env), instance_of(env) as instance:
         key = dg.AssetKey(["raw", "tiktok_organic", "videos"])
         assert instance.get_materialized_partitions(key) == {"account_1", "account_3"}
 

@@ -23,6 +23,7 @@ from tiktok_organic_dagster_tests.accounts_helpers import (
     SYNC,
     agency_env,
     assert_account_matches_truth,
+    instance_of,
     onboard,
     run_account,
 )
@@ -33,7 +34,7 @@ from tiktok_organic_dagster_tests.test_authorize_sandbox import run_cli
 def _tick(env: dict[str, str], name: str, cursor: str | None = None) -> object:
     with patched_env(env):
         defs = build_definitions(load_settings())
-        with dg.DagsterInstance.get() as instance:
+        with instance_of(env) as instance:
             repo = defs.get_repository_def()
             if not name.endswith("_sensor"):
                 schedule = defs.resolve_schedule_def(name)
@@ -64,7 +65,7 @@ def test_authorizing_an_account_in_the_browser_registers_it_and_it_syncs(sandbox
                                "account_2")
     assert rc == 0, capsys.readouterr().err
     assert browser.printed_url.startswith(f"{server.base_url}/v2/auth/authorize/?")  # the sandbox's own page
-    with patched_env(env), dg.DagsterInstance.get() as instance:
+    with patched_env(env), instance_of(env) as instance:
         assert instance.get_dynamic_partitions(f"{SOURCE}_accounts") == ["account_2"]
     assert run_account(env, "account_2", FULL).success
     assert_account_matches_truth(env, server, "account_2")
@@ -116,6 +117,6 @@ def test_adding_an_account_says_how_to_set_the_apps_pool_until_it_is_set(sandbox
         return out.getvalue()
 
     assert "run `dagster instance concurrency set tiktok_api_agency 3`" in add("account_1")
-    with patched_env(env), dg.DagsterInstance.get() as instance:
+    with patched_env(env), instance_of(env) as instance:
         instance.event_log_storage.set_concurrency_slots("tiktok_api_agency", 3)  # what that command does
     assert "note:" not in add("account_2")
