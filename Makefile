@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint dev bench clean
+.PHONY: install demo demo-agency test lint dev bench clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m tiktok_organic_dagster.cli.demo
+
+# three accounts of one sandbox app synced in parallel (a multi-account source), under data/demo_agency/
+demo-agency: $(STAMP)
+	$(BIN)/python -m tiktok_organic_dagster.cli.demo_agency
 
 lint: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
