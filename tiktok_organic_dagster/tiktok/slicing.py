@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from tiktok_organic_dagster.tiktok.errors import CursorStuckError, TikTokError
@@ -57,7 +57,7 @@ class _Slice(Generic[S]):
     done: bool = False
     last_second: int | None = None
     first_second: int | None = None
-    ids: set[str] = field(default_factory=set)
+    listed: int = 0  # videos this slice listed (which ones: the coordinator's ``seen``)
     stuck: int = 0
     requests: int = 0
 
@@ -68,10 +68,10 @@ class _Slice(Generic[S]):
     def worth_splitting(self, pos: int, max_count: int) -> bool:
         """Only a slice that has answered with videos and more to come, and whose density so far says the
         rest needs more than a couple of pages: splitting anything else would only add requests."""
-        if self.cursor is None or self.first_second is None or not self.ids:
+        if self.cursor is None or self.first_second is None or not self.listed:
             return False
         covered = max(self.first_second * 1000 - pos, 1000)
-        remaining = len(self.ids) * (pos - max(self.lower, FLOOR_MS)) / covered
+        remaining = self.listed * (pos - max(self.lower, FLOOR_MS)) / covered
         return remaining >= 2 * max_count
 
 
@@ -191,13 +191,13 @@ class _Coordinator(Generic[S]):
             if second * 1000 < sl.lower:
                 sl.done = True  # reached the lower bound: the rest belongs to the next slice
                 break
-            if vid in sl.ids:
-                continue
             other = self.seen.get(vid)
-            if other is not None and other is not sl:
+            if other is sl:
+                continue
+            if other is not None:
                 raise SlicingRejected(f"video {vid} was listed in two time slices")
             self.seen[vid] = sl
-            sl.ids.add(vid)
+            sl.listed += 1
             video["id"] = vid
             page.append(video)
             fresh = True
