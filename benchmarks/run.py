@@ -20,6 +20,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks import accounts
 from benchmarks.harness import Workspace
 from benchmarks.scenarios import QUERY_PARALLELISM, RATE_LIMIT, RATE_WINDOW_S, Bench, Row
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scenarios = [s for s in bench.scenarios(args.rounds)
                      if not args.only or any(p.strip() in s.name for p in args.only.split(","))]
-        for rnd in range(1, max(s.rounds for s in scenarios) + 1):
+        for rnd in range(1, max((s.rounds for s in scenarios), default=0) + 1):
             for scenario in scenarios:
                 if rnd <= scenario.rounds:
                     t = time.monotonic()
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{time.monotonic() - started:6.1f}s] round {rnd}: {scenario.name} "
                           f"({time.monotonic() - t:.1f}s)", file=sys.stderr, flush=True)
         rows = bench.rows()
+        extra = accounts.run(workspace, only=args.only, quick=args.quick, rounds=args.rounds) \
+            if accounts.selected(args.only) else []
     finally:
         bench.close()
         if args.keep_workdir:
@@ -118,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python -m benchmarks.run{' ' + ' '.join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
         f" ({time.monotonic() - started:.0f} s)",
         "",
-        table(rows),
-        "",
-        *[f"- {n}" for n in notes(bench, args.rounds)],
-        "",
+        *([table(rows), "", *[f"- {n}" for n in notes(bench, args.rounds)], ""] if rows else []),
+        *extra,
     ])
     print(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
