@@ -35,13 +35,23 @@ def test_the_dagster_cli_runs_one_account_and_refuses_an_unregistered_one(sandbo
     for account in ("account_1", "account_2"):
         assert_account_matches_truth(env, server, account)
 
-    server.reset_counts()
-    code, log = run_log(dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", SYNC, "--tags",
-                                    tags("account_3")))
+    # the full-sync job with only a partition tag is a full sync (a deleted video leaves the table) ...
+    victim = server.videos("account_1")[0]["id"]
+    server.delete_video(victim, account="account_1")
+    full = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", FULL, "--tags",
+                       tags("account_1"))
+    # ... and a run of an account that is not registered fails before any request of its own
+    unknown = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", SYNC, "--tags",
+                          tags("account_3"))
+    code, log = run_log(full)
+    assert code == 0, log[-12000:]
+    assert victim not in {r["id"] for r in rows_of(env, "videos", "account_1")}
+    assert_account_matches_truth(env, server, "account_1")
+    code, log = run_log(unknown)
     assert code != 0
     assert "TikTok account 'account_3' is not registered in source 'agency'" in log
     assert "tiktok-organic-accounts add --source agency --account account_3" in log
-    assert sum(server.request_counts().values()) == 0
+    assert sum(server.request_counts_by_account().get("account_3", {}).values()) == 0
     assert rows_of(env, "videos", "account_3") == []
 
 

@@ -27,6 +27,7 @@ from tiktok_organic_dagster.names import (
     ACCOUNT_COLUMN,
     OWNERS,
     SOURCE_TAG,
+    SYNC_KIND_TAG,
     accounts_partitions_name,
     catalog_resource_key,
     client_resource_key,
@@ -219,6 +220,10 @@ def build_source_asset(source: SourceSettings, specs_by_stream: dict[str, Stream
         catalog_resource: DeltaCatalogResource = getattr(context.resources, dk)
         client, catalog = client_resource.get_client(), catalog_resource.get_catalog()
         account = client_resource.account_name
+        if context.run.tags.get(SYNC_KIND_TAG) == "full" and not config.full_refresh:
+            # the full-sync job's own config does not reach a partitioned run launched with only a partition
+            # tag (`dagster job execute --tags`); its tag does
+            config = SyncConfig(full_refresh=True, refresh_all_counters=config.refresh_all_counters)
         selected = context.selected_asset_keys
         parts = [_StreamPart(s, t, h, t in selected, h in selected) for s, (t, h) in keys.items()
                  if t in selected or h in selected]

@@ -32,6 +32,17 @@ from tiktok_organic_dagster.tiktok.streams import STREAMS
 _log = logging.getLogger(__name__)
 
 
+def _paging_parallelism(source: SourceSettings) -> int:
+    """A multi-account source's runs are paced at their share of the app's limit, so time slices cannot list
+    faster than one cursor walk there, only with more requests: one walk unless the setting says otherwise."""
+    videos = source.streams.get("videos")
+    if videos is None:
+        return 1
+    if source.partitioned and "paging_parallelism" not in videos.model_fields_set:
+        return 1
+    return videos.paging_parallelism
+
+
 def build_resources(source: SourceSettings, delta_root: str | None = None, token_store: str | None = None
                     ) -> dict[str, dg.ConfigurableResource]:
     """Unset ``delta_root`` / ``token_store``: ``$TIKTOK_DELTA_ROOT`` / ``$TIKTOK_TOKEN_STORE`` at run time, then
@@ -57,7 +68,7 @@ def build_resources(source: SourceSettings, delta_root: str | None = None, token
         api_base_url=os.environ.get(API_BASE_URL_ENV, DEFAULT_API_BASE_URL),
         token_store_path=token_store,
         token_store_key=source.name,
-        paging_parallelism=source.streams["videos"].paging_parallelism if "videos" in source.streams else 1,
+        paging_parallelism=_paging_parallelism(source),
         requests_per_minute=share,
         rate_window_seconds=source.rate_window_seconds,
         rate_pacing=source.partitioned,

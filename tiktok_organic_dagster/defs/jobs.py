@@ -68,7 +68,7 @@ def _per_account(source: SourceSettings, job: str, cron: str, what: str) -> dg.S
         accounts = context.instance.get_dynamic_partitions(partitions)
         if not accounts:
             return dg.SkipReason(f"no account registered in '{partitions}' (tiktok-organic-accounts add)")
-        tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+        tick = context.scheduled_execution_time.isoformat()
         return [account_run_request(source.name, a, f"{a}:{tick}") for a in accounts]
 
     return _schedule

@@ -134,7 +134,8 @@ def load_settings(env: dict[str, str] | None = None) -> ProjectSettings:
         if not file.is_file():
             raise SettingsError(f"{CONFIG_ENV}={path!r}: no such settings file")
         try:
-            raw = yaml.safe_load(file.read_text()) or {}
+            # libyaml's loader when installed: a settings file with 1,000 accounts parses in a fraction of the time
+            raw = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         except yaml.YAMLError as exc:
             raise SettingsError(f"{CONFIG_ENV}={path!r} is not valid YAML: {exc}") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
