@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -167,16 +167,17 @@ def onboard(server: SandboxServer, env: dict[str, str], accounts: list[str] | tu
         assert f"account '{account}'" in out.getvalue()
 
 
-def plain_run(env: dict[str, str], account: str, full: bool = False) -> dict[str, int]:
+def plain_run(env: dict[str, str], account: str, full: bool = False, *, patch: bool = True) -> dict[str, int]:
     """One account's sync through the plain layers with the client the source's resource builds for that
     account (its token store entry, its share of the app's limit, paced): what a run does minus Dagster's
-    start-up, so tests can afford many. Returns the client's request counts."""
+    start-up, so tests can afford many. Returns the client's request counts. ``patch=False``: the caller has
+    set ``env`` in ``os.environ`` already (threads must not patch it each: their restores would interleave)."""
     from tiktok_organic_dagster.defs.definitions import build_resources
     from tiktok_organic_dagster.defs.resources import DeltaCatalogResource, TikTokClientResource
     from tiktok_organic_dagster.names import catalog_resource_key, client_resource_key
     from tiktok_organic_dagster.sync import sync_user_info, sync_videos
 
-    with patched_env(env):
+    with patched_env(env) if patch else nullcontext():
         source = load_settings().sources[0]
         resources = build_resources(source)
         client_resource = resources[client_resource_key(SOURCE)]

@@ -19,6 +19,7 @@ from tiktok_organic_dagster_tests.accounts_helpers import (
     sandbox_429s,
     tags,
 )
+from tiktok_organic_dagster_tests.helpers import patched_env
 
 
 def test_the_dagster_cli_runs_one_account_and_refuses_an_unregistered_one(sandbox_factory, tmp_path: Path):
@@ -87,9 +88,9 @@ def test_twelve_short_runs_back_to_back_through_three_slots_never_trip_the_limit
     server.reset_counts()
 
     def slot(mine: list[str]) -> list[dict[str, int]]:
-        return [plain_run(env, account, full=True) for account in mine]  # back to back in the slot
+        return [plain_run(env, account, full=True, patch=False) for account in mine]  # back to back
 
-    with ThreadPoolExecutor(3) as pool:
+    with patched_env(env), ThreadPoolExecutor(3) as pool:
         runs = [r for lane in pool.map(slot, [accounts[i::3] for i in range(3)]) for r in lane]
     assert [r["video_list"] for r in runs] == [3] * 12
     assert sandbox_429s(server) == 0
