@@ -30,7 +30,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
 	$(BIN)/mypy > .mypy.log 2>&1 & mypy=$$!; \
-	$(BIN)/python -m pytest -q -n 3; status=$$?; \
+	$(BIN)/python -m pytest -q -n 4; status=$$?; \
 	wait $$mypy || { cat .mypy.log; status=1; }; rm -f .mypy.log; exit $$status
 
 # `make dev ARGS="-p 3001"` passes options to `dagster dev`

@@ -22,49 +22,17 @@ from tiktok_organic_dagster_tests.accounts_helpers import (
 from tiktok_organic_dagster_tests.helpers import patched_env
 
 
-def test_the_dagster_cli_runs_one_account_and_refuses_an_unregistered_one(sandbox_factory, tmp_path: Path):
-    server = sandbox_factory(accounts=3, video_count=40)
-    env = agency_env(server, tmp_path)
-    onboard(server, env, ["account_1", "account_2"])
-    materialize = dagster_cli(env, "asset", "materialize", "-m", "tiktok_organic_dagster", "--select", "*",
-                              "--partition", "account_1")
-    execute = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", SYNC, "--tags",
-                          tags("account_2"))
-    for proc in (materialize, execute):
-        code, log = run_log(proc)
-        assert code == 0, log[-12000:]
-    for account in ("account_1", "account_2"):
-        assert_account_matches_truth(env, server, account)
-
-    # the full-sync job with only a partition tag is a full sync (a deleted video leaves the table) ...
-    victim = server.videos("account_1")[0]["id"]
-    server.delete_video(victim, account="account_1")
-    full = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", FULL, "--tags",
-                       tags("account_1"))
-    # ... and a run of an account that is not registered fails before any request of its own
-    unknown = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", SYNC, "--tags",
-                          tags("account_3"))
-    code, log = run_log(full)
-    assert code == 0, log[-12000:]
-    assert victim not in {r["id"] for r in rows_of(env, "videos", "account_1")}
-    assert_account_matches_truth(env, server, "account_1")
-    code, log = run_log(unknown)
-    assert code != 0
-    assert "TikTok account 'account_3' is not registered in source 'agency'" in log
-    assert "tiktok-organic-accounts add --source agency --account account_3" in log
-    assert sum(server.request_counts_by_account().get("account_3", {}).values()) == 0
-    assert rows_of(env, "videos", "account_3") == []
-
-
 def test_four_accounts_in_parallel_processes_stay_under_the_app_limit(sandbox_factory, tmp_path: Path):
     """Each run paces itself at a quarter of the app's limit; together they never trip the sandbox's one
-    window per endpoint for the whole app."""
+    window per endpoint for the whole app. Both ways of running one account from the Dagster CLI take part."""
     accounts = [f"account_{i}" for i in range(1, 5)]
-    server = sandbox_factory(accounts=4, video_count=40, rate_limit=16, rate_window_seconds=3.0)
+    server = sandbox_factory(accounts=5, video_count=40, rate_limit=16, rate_window_seconds=3.0)
     env = agency_env(server, tmp_path, parallel=4, requests_per_minute=16, rate_window_seconds=3.0)
     onboard(server, env, accounts)
     procs = [dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", FULL, "--tags", tags(a))
-             for a in accounts]
+             for a in accounts[:2]]
+    procs += [dagster_cli(env, "asset", "materialize", "-m", "tiktok_organic_dagster", "--select", "*",
+                          "--partition", a) for a in accounts[2:]]
     for proc in procs:
         code, log = run_log(proc)
         assert code == 0, log[-12000:]
@@ -73,6 +41,26 @@ def test_four_accounts_in_parallel_processes_stay_under_the_app_limit(sandbox_fa
     assert sandbox_429s(server) == 0
     # the test could fail: together the runs sent more than the window admits, so pacing is what held them
     assert server.request_counts()["video_list"] > 16
+
+    # the full-sync job with only a partition tag is a full sync (a deleted video leaves the table) ...
+    victim = server.videos("account_1")[0]["id"]
+    server.delete_video(victim, account="account_1")
+    full = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", FULL, "--tags",
+                       tags("account_1"))
+    # ... and a run of an account that is not registered fails before any request of its own
+    unknown = dagster_cli(env, "job", "execute", "-m", "tiktok_organic_dagster", "-j", SYNC, "--tags",
+                          tags("account_5"))
+    code, log = run_log(full)
+    assert code == 0, log[-12000:]
+    assert victim not in {r["id"] for r in rows_of(env, "videos", "account_1")}
+    assert_account_matches_truth(env, server, "account_1")
+    code, log = run_log(unknown)
+    assert code != 0
+    assert "TikTok account 'account_5' is not registered in source 'agency'" in log
+    assert "tiktok-organic-accounts add --source agency --account account_5" in log
+    assert sum(server.request_counts_by_account().get("account_5", {}).values()) == 0
+    assert rows_of(env, "videos", "account_5") == []
+    assert sandbox_429s(server) == 0
 
 
 def test_twelve_short_runs_back_to_back_through_three_slots_never_trip_the_limit(sandbox_factory, tmp_path: Path):
