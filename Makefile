@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # ruff first (a second), then mypy beside the suite: the suite mostly waits (subprocesses, servers, a schedule
-# tick), so the type check and three pytest-xdist workers share the two cores without slowing each other much.
+# tick), so the type check and four pytest-xdist workers share the two cores without slowing each other much.
 test: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
 	$(BIN)/mypy > .mypy.log 2>&1 & mypy=$$!; \

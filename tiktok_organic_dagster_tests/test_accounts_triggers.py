@@ -120,3 +120,34 @@ def test_adding_an_account_says_how_to_set_the_apps_pool_until_it_is_set(sandbox
     with patched_env(env), instance_of(env) as instance:
         instance.event_log_storage.set_concurrency_slots("tiktok_api_agency", 3)  # what that command does
     assert "note:" not in add("account_2")
+
+
+def test_an_account_whose_refresh_token_expires_within_14_days_gets_a_warning(sandbox_factory, tmp_path: Path):
+    import time
+    from dataclasses import replace
+
+    from tiktok_organic_dagster.tiktok.token_store import TokenStore
+
+    server = sandbox_factory(accounts=2, video_count=10)
+    env = agency_env(server, tmp_path)
+    onboard(server, env, ("account_1", "account_2"))
+    assert run_account(env, "account_1", FULL).success and run_account(env, "account_2", FULL).success
+    store = TokenStore(Path(env["TIKTOK_TOKEN_STORE"]))
+    with store.locked():  # account_2 was authorized almost a year ago: 10 days left
+        entry = store.get(f"{SOURCE}.account_2")
+        assert entry is not None
+        store.put(f"{SOURCE}.account_2", replace(entry, refresh_expires_at=time.time() + 10 * 86400))
+    results = {a: run_account(env, a, SYNC) for a in ("account_1", "account_2")}
+    for account, result in results.items():
+        checks = [e.asset_check_evaluation_data for e in result.all_events
+                  if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                  and e.asset_check_evaluation_data.check_name == "refresh_token_expiry"]
+        assert len(checks) == 2  # one per table of the run
+        if account == "account_1":
+            assert all(c.passed for c in checks)
+        else:
+            assert not any(c.passed for c in checks)
+            assert all(c.severity == dg.AssetCheckSeverity.WARN for c in checks)
+            action = checks[0].metadata["action"].value
+            assert "account 'account_2'" in action and "re-authorize within 10 days" in action
+    assert all(r.success for r in results.values())  # a warning, not a failed run

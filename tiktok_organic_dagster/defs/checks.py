@@ -43,7 +43,8 @@ def blocking_check_specs(asset_key: dg.AssetKey, key: str, counters: Sequence[st
 def check_results(asset_key: dg.AssetKey, results: Iterable[CheckResult],
                   selected: frozenset[dg.AssetCheckKey] | set[dg.AssetCheckKey]) -> list[dg.AssetCheckResult]:
     """The selected ones of the sync's plain check results, as Dagster check results."""
-    return [dg.AssetCheckResult(asset_key=asset_key, check_name=r.name, passed=r.passed, metadata=r.metadata)
+    return [dg.AssetCheckResult(asset_key=asset_key, check_name=r.name, passed=r.passed, metadata=r.metadata,
+                                severity=dg.AssetCheckSeverity.WARN if r.warn_only else dg.AssetCheckSeverity.ERROR)
             for r in results if dg.AssetCheckKey(asset_key, r.name) in selected]
 
 

@@ -30,6 +30,7 @@ class CheckResult:
     name: str
     passed: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    warn_only: bool = False  # a failure is worth a warning, not an error (nothing is wrong with the data)
 
 
 def check_batch(table: pa.Table, key: str, counters: Sequence[str]) -> list[CheckResult]:
@@ -99,8 +100,9 @@ def decreased_counters(catalog: DeltaCatalog, uri: str, key: str, counters: Sequ
 def token_expiry(days_left: float | None, who: str) -> CheckResult:
     """Warns ``TOKEN_EXPIRY_WARN_DAYS`` before the refresh token dies (a year after authorization)."""
     if days_left is None:
-        return CheckResult(TOKEN_EXPIRY_CHECK, True, {"note": "expiry unknown (TikTok did not say)"})
+        return CheckResult(TOKEN_EXPIRY_CHECK, True, {"note": "expiry unknown (TikTok did not say)"},
+                           warn_only=True)
     meta: dict[str, Any] = {"refresh_token_days_left": round(days_left, 1)}
     if days_left <= TOKEN_EXPIRY_WARN_DAYS:
         meta["action"] = f"{who}: re-authorize within {max(days_left, 0):.0f} days (tiktok-organic-authorize)"
-    return CheckResult(TOKEN_EXPIRY_CHECK, days_left > TOKEN_EXPIRY_WARN_DAYS, meta)
+    return CheckResult(TOKEN_EXPIRY_CHECK, days_left > TOKEN_EXPIRY_WARN_DAYS, meta, warn_only=True)
