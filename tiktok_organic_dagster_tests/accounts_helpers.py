@@ -90,9 +90,9 @@ def run_account(env: dict[str, str], account: str, job: str = SYNC, raise_on_err
                 instance=instance, partition_key=account, raise_on_error=raise_on_error, run_config=run_config)
 
 
-def dagster_cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.Popen:
-    """``dagster <args>`` as its own process (not waited for)."""
-    return subprocess.Popen([sys.executable, "-m", "dagster", *args], cwd=env["TIKTOK_DELTA_ROOT"].rsplit("/", 1)[0],
+def dagster_cli(env: dict[str, str], *args: str) -> subprocess.Popen:
+    """``dagster <args>`` as its own process (not waited for), in the test's folder (the lake's parent)."""
+    return subprocess.Popen([sys.executable, "-m", "dagster", *args], cwd=str(Path(env["TIKTOK_DELTA_ROOT"]).parent),
                             env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -42,10 +42,6 @@ def _registered(env: dict[str, str]) -> list[str]:
         return list(instance.get_dynamic_partitions(accounts_partitions_name(SOURCE)))
 
 
-def _onboard(server, env: dict[str, str], accounts: tuple[str, ...]) -> None:
-    onboard(server, env, accounts)
-
-
 def _evaluate_accounts_sensor(env: dict[str, str]) -> Any:
     with patched_env(env):
         source = load_settings().sources[0]
@@ -63,7 +59,7 @@ def _evaluate_accounts_sensor(env: dict[str, str]) -> Any:
 def test_each_account_lands_exactly_in_its_own_partition_full_incremental_full(sandbox_factory, tmp_path: Path):
     server = sandbox_factory(accounts=3, video_count=60)
     env = agency_env(server, tmp_path, listed=("account_1",))
-    _onboard(server, env, ("account_2", "account_3"))
+    onboard(server, env, ("account_2", "account_3"))
     # the settings' account is registered by the sensor once its token variable is set, not before
     missing = _evaluate_accounts_sensor({**env, token_env("account_1"): ""})
     assert not missing.dynamic_partitions_requests and "account_1" in (missing.skip_message or "")
@@ -103,7 +99,7 @@ def test_each_account_lands_exactly_in_its_own_partition_full_incremental_full(s
 def test_rotated_tokens_stay_per_account_over_five_rounds(sandbox_factory, tmp_path: Path):
     server = sandbox_factory(accounts=2, video_count=30, strict_rotation=True)
     env = agency_env(server, tmp_path)
-    _onboard(server, env, ("account_1", "account_2"))
+    onboard(server, env, ("account_1", "account_2"))
     store = TokenStore(Path(env["TIKTOK_TOKEN_STORE"]))
     assert run_account(env, "account_1").success  # through Dagster once, then as plain runs (cheaper)
     for _ in range(5):
@@ -123,7 +119,7 @@ def test_rotated_tokens_stay_per_account_over_five_rounds(sandbox_factory, tmp_p
 def test_a_revoked_account_fails_alone_and_names_itself(sandbox_factory, tmp_path: Path):
     server = sandbox_factory(accounts=3, video_count=30)
     env = agency_env(server, tmp_path)
-    _onboard(server, env, ACCOUNTS)
+    onboard(server, env, ACCOUNTS)
     server.revoke_all_tokens(account="account_2")
     expire_access_tokens(env["TIKTOK_TOKEN_STORE"])
     results = {a: run_account(env, a, FULL, raise_on_error=False) for a in ACCOUNTS}
@@ -144,7 +140,7 @@ def test_a_revoked_account_fails_alone_and_names_itself(sandbox_factory, tmp_pat
 def test_remove_with_purge_leaves_no_row_of_the_account_anywhere(sandbox_factory, tmp_path: Path):
     server = sandbox_factory(accounts=3, video_count=40)
     env = agency_env(server, tmp_path)
-    _onboard(server, env, ACCOUNTS)
+    onboard(server, env, ACCOUNTS)
     for account in ACCOUNTS:
         plain_run(env, account, full=True)  # what the runs write, without Dagster's start-up per run
     server.bump_counters(account="account_2")
