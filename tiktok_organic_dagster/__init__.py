@@ -14,10 +14,14 @@ Rooms, imports one way (each may import the ones after it, never the ones before
 
 Importing the package builds nothing and reads no settings: ``definitions`` (what ``dagster ... -m
 tiktok_organic_dagster`` loads) and ``TikTokOrganicComponent`` (the ``dg`` component, for any project) are
-resolved on first access.
+resolved on first access. It sets one default: Arrow's memory pool, which must be chosen before pyarrow
+starts (``ARROW_DEFAULT_MEMORY_POOL=system`` unless set; why: ``sync/memory.py``).
 """
 
+import os
 from typing import Any
+
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # sync.memory.POOL_ENV, before pyarrow loads
 
 _LAZY = {
     "definitions": ("tiktok_organic_dagster.defs.definitions", "defs"),

@@ -15,6 +15,7 @@ from tiktok_organic_dagster.sync.common import (
     table_uris,
     validate,
 )
+from tiktok_organic_dagster.sync.memory import use_system_pool
 from tiktok_organic_dagster.sync.records import history_rows, records_to_table
 from tiktok_organic_dagster.tiktok import TikTokClient
 from tiktok_organic_dagster.tiktok.streams import USER_COUNTERS, USER_FIELDS
@@ -34,6 +35,7 @@ def sync_user_info(
     account: str | None = None,
 ) -> StreamResult:
     """``account``: one account of a multi-account source; its rows carry it and go to its partition."""
+    use_system_pool()
     cfg = source.streams["user_info"]
     now = now or datetime.now(timezone.utc)
     uri, history_uri = table_uris(catalog, source, "user_info")

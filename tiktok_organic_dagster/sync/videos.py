@@ -30,6 +30,7 @@ from tiktok_organic_dagster.sync.common import (
     validate,
 )
 from tiktok_organic_dagster.sync.listing import SLICES_PER_WORKER, list_videos, slice_boundaries
+from tiktok_organic_dagster.sync.memory import release_unused, use_system_pool
 from tiktok_organic_dagster.sync.records import concat, history_rows, records_to_table
 from tiktok_organic_dagster.tiktok import QueryResult, TikTokClient
 from tiktok_organic_dagster.tiktok.streams import TS, VIDEO_COUNTER_FIELDS, VIDEO_COUNTERS, VIDEO_FIELDS
@@ -99,12 +100,6 @@ def _refresh_counters(
     return rows.select([c for c in listing.column_names if c in rows.column_names]), meta
 
 
-def _release_arrow_memory() -> None:
-    """Hand the allocator's cached blocks back to the OS between phases: Arrow's pool keeps what paging and
-    the write freed (~10-30 MB at 100k videos), which would otherwise sit under every later phase's peak."""
-    pa.default_memory_pool().release_unused()
-
-
 def _overwrite(catalog: DeltaCatalog, uri: str, listing: ChunkBuffer, info: dict[str, str], account: str | None
                ) -> WriteResult:
     """Write the buffered listing as one overwrite commit: a small one as a Table, a large one streamed from
@@ -171,6 +166,7 @@ def sync_videos(
     """``account``: one account of a multi-account source (its rows carry it and go to its partition).
     ``write_table`` / ``write_history``: which of the stream's two tables this run writes (an asset
     selection); both come from the same API reads. ``label`` names the table in errors."""
+    use_system_pool()
     cfg = source.streams["videos"]
     now = now or datetime.now(timezone.utc)
     uri, history_uri = table_uris(catalog, source, "videos")
@@ -193,7 +189,7 @@ def sync_videos(
                                                              part)
     listing, paging = list_videos(client, fields, new_buffer, full=not incremental, stop=stop,
                                   boundaries=boundaries)
-    _release_arrow_memory()
+    release_unused()
     info = commit_info(run_id, source.name, "videos", account)
     meta: dict[str, object] = {}
     write: WriteResult | None = None
@@ -204,7 +200,7 @@ def sync_videos(
         if write_table:
             write = _overwrite(catalog, uri, listing, info, account)
         del listing
-        _release_arrow_memory()
+        release_unused()
     elif write_table:
         assert cutoff is not None
         batch, checks, write, meta = _merge_window(client, catalog, uri, listing.table(), cutoff, now,
