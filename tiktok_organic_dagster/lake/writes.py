@@ -286,17 +286,13 @@ class TableWriter(TableStore):
         def attempt() -> tuple[int, int, int]:
             dt = self._open_or_none(uri)
             if dt is None:
-                try:
-                    write_deltalake(uri, source, mode="error", configuration=self._retention_config(),
-                                    partition_by=[part.column] if part is not None else None,
-                                    storage_options=self.storage_options_for(uri),
-                                    commit_properties=CommitProperties(
-                                        custom_metadata={**meta, **count_metadata(self.metadata_prefix, n, n, 0, 0)}))
-                    return self._open(uri).version(), n, 0
-                except DeltaError as exc:
-                    if "already exists" not in str(exc):
-                        raise
-                    raise CommitFailedError(f"table was created concurrently: {exc}") from exc
+                # a new table: the project's streamed writer (delta-rs's write copies the whole source first)
+                actions = write_files(uri, self.storage_options_for(uri), source.schema, source.to_batches(),
+                                      partition_values=part.values if part else None,
+                                      folder=part.folder if part else "")
+                props = CommitProperties(custom_metadata={**meta, **count_metadata(self.metadata_prefix, n, n, 0, 0)})
+                self._create_with(uri, source.schema, actions, props, [part.column] if part is not None else None)
+                return self._open(uri).version(), n, 0
             if part is not None:
                 part.check_table(dt)
             ensure_retention(dt, self.delta_log_retention_days, self._maint_props())

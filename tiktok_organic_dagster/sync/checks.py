@@ -92,6 +92,8 @@ def newest_snapshot_dates(catalog: DeltaCatalog, uri: str, n: int) -> list[Any]:
 def decreased_counters(catalog: DeltaCatalog, uri: str, key: str, counters: Sequence[str]) -> dict[str, int]:
     """Keys whose counters read lower in the newest daily snapshot than in the one before, per counter."""
     recent = newest_snapshot_dates(catalog, uri, 2)
+    if len(recent) < 2:  # one day of snapshots (a first sync): nothing to compare, and nothing worth reading
+        return {c: 0 for c in counters}
     history = catalog.read(uri, columns=[key, "snapshot_date", *counters],
                            filter=pc.field("snapshot_date").isin(recent))
     return count_decreases(history, key, counters)
