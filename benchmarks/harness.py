@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,37 @@ def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, ki
     extra = {k: v for k, v in out.items() if k in ("pages", "videos", "sends")}
     return Measurement(out["wall_s"], out["peak_rss_mb"], out["import_s"], counts["requests"],
                        counts["statuses"], counts["query_batch_sizes"], out.get("meta", {}), extra)
+
+
+def measure_cli(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, run_config: dict[str, Any],
+                job: str = FULL_JOB) -> Measurement:
+    """The same run as ``measure`` through ``dagster job execute -m tiktok_organic_dagster`` with its own
+    ``DAGSTER_HOME`` (sqlite storage): wall time from spawn to exit, imports included, and the peak RSS of
+    that whole process (``wait4``: the CLI and anything it started)."""
+    expire_stored_access_token(target.token_store)
+    sandbox.reset_counts()
+    home = workspace.new_dir("dagster-home")
+    config = home / "run_config.json"  # YAML is a superset of JSON: what -c reads
+    if job == FULL_JOB and "ops" not in run_config:
+        run_config = {**run_config, "ops": full_refresh_ops()}
+    config.write_text(json.dumps(run_config))
+    env = {**os.environ, **sandbox.env, "TIKTOK_DELTA_ROOT": str(target.lake),
+           "TIKTOK_TOKEN_STORE": str(target.token_store), "DAGSTER_HOME": str(home), "PYTHONHASHSEED": "0"}
+    env.pop("TIKTOK_ORGANIC_CONFIG", None)
+    cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "tiktok_organic_dagster", "-j", job,
+           "-c", str(config)]
+    log = home / "dagster-cli.log"
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"dagster job execute -j {job} failed (exit {os.waitstatus_to_exitcode(status)}); "
+                           f"see {log}")
+    counts = sandbox.counts()
+    return Measurement(wall, usage.ru_maxrss / 1024.0, 0.0, counts["requests"], counts["statuses"],
+                       counts["query_batch_sizes"])
 
 
 def lookback_requests(create_times_before: list[int], create_times_after: list[int], days: int) -> int:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
 
-ROWS_PER_GROUP = 10_000  # ~10 MB of video rows in Arrow: the writer's working set
+ROWS_PER_GROUP = 5_000  # ~5 MB of video rows in Arrow: the writer's working set, on top of the listing
 # ~3 MB of Parquet for videos. Pages arrive newest first, so each file covers a create_time range: an
 # incremental merge into the recent window rewrites only the newest file, not a 100k-video account.
 ROWS_PER_FILE = 25_000
