@@ -277,14 +277,15 @@ class Bench:
                 grow_t = full.wall_s / small.wall_s if small else math.nan
                 grow_m = full.peak_rss_mb / small.peak_rss_mb if small else math.nan
                 cli = best.get("cli0-100k")
+                run_rss = max(m.peak_rss_mb for m in self.results.all["full0-100k"])  # memory: the worst round
                 cli_rss = max((m.peak_rss_mb for m in self.results.all.get("cli0-100k", [])), default=math.nan)
-                ok = (full.wall_s <= MAX_BARE_RATIO_100K * bare.wall_s and full.peak_rss_mb <= MAX_RSS_MIB_100K
+                ok = (full.wall_s <= MAX_BARE_RATIO_100K * bare.wall_s and run_rss <= MAX_RSS_MIB_100K
                       and (cli is None or cli_rss <= MAX_RSS_MIB_100K) and grow_t <= 11 and grow_m <= 2)
                 ref += (f"; {self.sizes['10k']:,} -> {self.sizes['100k']:,} videos: time x{grow_t:.1f}, "
                         f"RSS x{grow_m:.2f}")
-                cli_text = f", dagster job execute {cli_rss:.0f} (worst round)" if cli is not None else ""
+                cli_text = f", dagster job execute {cli_rss:.0f}" if cli is not None else ""
                 target = _verdict(ok, f"<= {MAX_BARE_RATIO_100K}x bare (x{full.wall_s / bare.wall_s:.2f}), "
-                                      f"RSS <= {MAX_RSS_MIB_100K} MiB: run {full.peak_rss_mb:.0f}{cli_text}; "
+                                      f"RSS <= {MAX_RSS_MIB_100K} MiB (worst round): run {run_rss:.0f}{cli_text}; "
                                       "growth <= 11x time / 2x RSS")
             rows.append(Row(f"full sync, {self.sizes[size]:,} videos, 0 ms", self.sizes[size],
                             full.total_requests, full.wall_s, None, full.peak_rss_mb,
