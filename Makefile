@@ -25,12 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
 	$(BIN)/mypy
 
-# ruff first (a second), then mypy beside the suite: the suite mostly waits (subprocesses, servers, a schedule
-# tick), so the type check and four pytest-xdist workers share the two cores without slowing each other much.
+# ruff first (a second), then mypy beside the suite. Three pytest-xdist workers: the suite keeps two cores
+# busy (its child processes mostly), and each worker more costs its own collection and contention (measured
+# on 2 cores: -n 2 6:23, -n 3 6:09, -n 4 6:35). conftest.py hands the tests out longest first, one at a time.
 test: $(STAMP)
 	$(BIN)/ruff check tiktok_organic_dagster tiktok_organic_dagster_tests benchmarks
 	$(BIN)/mypy > .mypy.log 2>&1 & mypy=$$!; \
-	$(BIN)/python -m pytest -q -n 4; status=$$?; \
+	$(BIN)/python -m pytest -q -n 3; status=$$?; \
 	wait $$mypy || { cat .mypy.log; status=1; }; rm -f .mypy.log; exit $$status
 
 # `make dev ARGS="-p 3001"` passes options to `dagster dev`
