@@ -74,8 +74,9 @@ def _free_port() -> int:
 
 
 def _processes() -> dict[int, tuple[int, int, str, str]]:
-    """pid -> (ppid, pgid, state, command) of every process, from ps."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,pgid=,stat=,args="], capture_output=True, text=True,
+    """pid -> (ppid, pgid, state, command) of every process, from ps (``-ww``: without a terminal ps cuts
+    commands at 80 columns, which a long checkout path fills before the module name)."""
+    out = subprocess.run(["ps", "-ww", "-e", "-o", "pid=,ppid=,pgid=,stat=,args="], capture_output=True, text=True,
                          check=True).stdout
     table = {}
     for line in out.splitlines():
