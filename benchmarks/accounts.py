@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import yaml
 
-from benchmarks.harness import ROOT, Workspace, expire_stored_access_token
+from benchmarks.harness import ROOT, Workspace, expire_stored_access_token, timed_process
 from tiktok_organic_dagster.names import CODE_LOCATION, full_sync_job_name, pool_name, sync_op_name
 
 SOURCE = "agency"
@@ -142,19 +142,6 @@ def _finish(proc: subprocess.Popen[str], log: Path) -> dict[str, Any]:
 
 def _worker(spec: dict[str, Any], env: dict[str, str], log: Path) -> dict[str, Any]:
     return _finish(_spawn(spec, env, log), log)
-
-
-def _timed_process(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, float]:
-    """Wall time from spawn to exit, and the process's own peak RSS (``wait4``: this child's alone)."""
-    started = time.perf_counter()
-    with open(log, "a") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:5])} failed (exit {proc.returncode}); see {log}")
-    return wall, usage.ru_maxrss / 1024.0
 
 
 def _instance_home(path: Path) -> Path:
@@ -295,7 +282,7 @@ def _compare_cli(result: SlotsResult, sbx: AccountsSandbox, env: dict[str, str],
         lists[0] = sbx.state()["request_counts"]["video_list"]
         expire_stored_access_token(root / "tokens.json")
         sbx.reset_counts()
-        wall, rss = _timed_process(cli, env, root, root / "dagster-cli.log")
+        wall, rss = timed_process(cli, env, root, root / "dagster-cli.log")
         lists[1] = sbx.state()["request_counts"]["video_list"]
         result.cli_process_s.append(wall)
         result.cli_rss_mb = max(result.cli_rss_mb, rss)
@@ -334,7 +321,7 @@ def run_load(ws: Workspace, rounds: int, counts: tuple[int, ...] = LOAD_ACCOUNTS
     result = LoadResult(rounds)
     for _ in range(rounds):  # interleaved: a slow phase of the machine hits every case alike
         for kind, n, _path in cases:
-            wall, rss = _timed_process(cmd, envs[(kind, n)], root, root / "validate.log")
+            wall, rss = timed_process(cmd, envs[(kind, n)], root, root / "validate.log")
             result.load_s.setdefault((kind, n), []).append(wall)
             result.load_rss_mb[(kind, n)] = max(result.load_rss_mb.get((kind, n), 0.0), rss)
     for kind, n, _path in cases:

@@ -110,6 +110,14 @@ def full_refresh_ops() -> dict[str, Any]:
     return {SYNC_OP: {"config": {"full_refresh": True}}}
 
 
+def _run_env(sandbox: SandboxProcess, target: Target, **extra: str) -> dict[str, str]:
+    """A measured process's environment: the sandbox's credentials, the target's lake and token store."""
+    env = {**os.environ, **sandbox.env, "TIKTOK_DELTA_ROOT": str(target.lake),
+           "TIKTOK_TOKEN_STORE": str(target.token_store), "PYTHONHASHSEED": "0", **extra}
+    env.pop("TIKTOK_ORGANIC_CONFIG", None)
+    return env
+
+
 def _profile_path(target: Target, job: str) -> str | None:
     """A fresh file per run (several runs can share one lake)."""
     if PROFILE_DIR is None:
@@ -125,9 +133,7 @@ def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, ki
     if expire_token:
         expire_stored_access_token(target.token_store)
     sandbox.reset_counts()
-    env = {**os.environ, **sandbox.env, "TIKTOK_DELTA_ROOT": str(target.lake),
-           "TIKTOK_TOKEN_STORE": str(target.token_store), "PYTHONHASHSEED": "0"}
-    env.pop("TIKTOK_ORGANIC_CONFIG", None)
+    env = _run_env(sandbox, target)
     if run_config is not None and job == FULL_JOB and "ops" not in run_config:
         run_config = {**run_config, "ops": full_refresh_ops()}  # explicit run config replaces the job's
     spec = {"kind": kind, "job": job, "run_config": run_config, "trace": trace,
@@ -148,6 +154,19 @@ def measure(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, ki
                        counts["statuses"], counts["query_batch_sizes"], out.get("meta", {}), extra)
 
 
+def timed_process(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, float]:
+    """Wall time from spawn to exit, and the peak RSS of the process and what it started (``wait4``)."""
+    started = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:5])} failed (exit {code}); see {log}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
 def measure_cli(sandbox: SandboxProcess, target: Target, workspace: Workspace, *, run_config: dict[str, Any],
                 job: str = FULL_JOB) -> Measurement:
     """The same run as ``measure`` through ``dagster job execute -m tiktok_organic_dagster`` with its own
@@ -160,22 +179,12 @@ def measure_cli(sandbox: SandboxProcess, target: Target, workspace: Workspace, *
     if job == FULL_JOB and "ops" not in run_config:
         run_config = {**run_config, "ops": full_refresh_ops()}
     config.write_text(json.dumps(run_config))
-    env = {**os.environ, **sandbox.env, "TIKTOK_DELTA_ROOT": str(target.lake),
-           "TIKTOK_TOKEN_STORE": str(target.token_store), "DAGSTER_HOME": str(home), "PYTHONHASHSEED": "0"}
-    env.pop("TIKTOK_ORGANIC_CONFIG", None)
+    env = _run_env(sandbox, target, DAGSTER_HOME=str(home))
     cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "tiktok_organic_dagster", "-j", job,
            "-c", str(config)]
-    log = home / "dagster-cli.log"
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"dagster job execute -j {job} failed (exit {os.waitstatus_to_exitcode(status)}); "
-                           f"see {log}")
+    wall, rss = timed_process(cmd, env, ROOT, home / "dagster-cli.log")
     counts = sandbox.counts()
-    return Measurement(wall, usage.ru_maxrss / 1024.0, 0.0, counts["requests"], counts["statuses"],
+    return Measurement(wall, rss, 0.0, counts["requests"], counts["statuses"],
                        counts["query_batch_sizes"])
 
 
