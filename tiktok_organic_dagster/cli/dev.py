@@ -44,6 +44,7 @@ from tiktok_organic_dagster.sandbox import SandboxConfig, SandboxServer
 
 SHUTDOWN_GRACE_SECONDS = 30.0  # dagster dev's own wait for each of its children is 60 s
 LEFTOVER_GRACE_SECONDS = 5.0  # for the group's other processes once dagster dev itself has exited
+SAME_SIGNAL_SECONDS = 5.0  # a signal this soon after the first is the same request (2 s was seen too short)
 _PATH_VARS = (CONFIG_ENV, DELTA_ROOT_ENV, TOKEN_STORE_ENV)
 
 
@@ -104,9 +105,9 @@ def run_group(cmd: list[str], env: Mapping[str, str], cwd: Path, grace: float = 
     first_at: list[float] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        # One kill of the process group reaches this process twice (directly, and forwarded by make): only a
-        # signal that comes later than that is a second request, which kills at once.
-        if first_at and time.monotonic() - first_at[0] < 2.0:
+        # One kill of the process group reaches this process twice (directly, and forwarded by make, which
+        # can take seconds on a loaded machine): only a later signal is a second request, which kills at once.
+        if first_at and time.monotonic() - first_at[0] < SAME_SIGNAL_SECONDS:
             return
         first_at.append(time.monotonic())
         signals.append(signum)
